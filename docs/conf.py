@@ -1,0 +1,40 @@
+"""Sphinx configuration. Figures and tables are drawn by docs/_generate/*.py at build time."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import vaekit  # noqa: E402
+
+project = "vaekit"
+author = "vaekit developers"
+copyright = "2026, vaekit developers"
+release = vaekit.__version__
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+html_theme = "alabaster"
+html_static_path = ["_static"]
+exclude_patterns = ["_build", "_generate"]
+
+# Every script in _generate/ writes figures or tables into _generated/, from the library itself.
+(HERE / "_generated").mkdir(exist_ok=True)
+for script in sorted((HERE / "_generate").glob("*.py")):
+    runpy.run_path(str(script), run_name="__main__")

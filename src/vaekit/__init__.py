@@ -1,0 +1,19 @@
+"""vaekit: plug-in training components for variational autoencoders in PyTorch.
+
+The core needs only torch. :mod:`vaekit.metrics` needs the ``metrics`` extra (torchmetrics),
+:mod:`vaekit.handlers` the ``ignite`` extra (pytorch-ignite), and ``vaekit-demo`` the ``demo``
+extra; importing :mod:`vaekit` imports none of them.
+"""
+
+from vaekit import functional
+from vaekit.nn import GaussianReparam, GaussianSample, KLDivergenceNormal
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "GaussianReparam",
+    "GaussianSample",
+    "KLDivergenceNormal",
+    "__version__",
+    "functional",
+]

@@ -1,0 +1,7 @@
+"""Thin :class:`torch.nn.Module` wrappers: each holds its settings and calls
+:mod:`vaekit.functional`."""
+
+from vaekit.nn.kl import KLDivergenceNormal
+from vaekit.nn.reparam import GaussianReparam, GaussianSample
+
+__all__ = ["GaussianReparam", "GaussianSample", "KLDivergenceNormal"]
