@@ -61,7 +61,7 @@ def check_non_negative(name: str, value: object) -> float:
     """Return ``value`` as a float if it is a finite real number >= 0, else raise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"Argument {name} should be a float, but given {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
+    if not 0 <= value < math.inf:  # also rejects NaN; plain comparisons trace under dynamo
         raise ValueError(f"Argument {name} should be a finite number >= 0, but given {value!r}")
     return float(value)
 

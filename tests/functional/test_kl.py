@@ -1,0 +1,320 @@
+"""kl_divergence_normal against torch.distributions and float64 maths."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.distributions import Normal, kl_divergence
+
+from vaekit.functional import kl_divergence_normal
+
+SHAPES = [(5, 3), (4, 2, 3, 3), (2, 3, 2, 2, 3)]
+REDUCTIONS = ["none", "sum", "mean", "batchmean"]
+
+
+def reference(mu, log_var, prior_mu=None, prior_log_var=None, reduction="batchmean"):
+    """torch.distributions in float64, reduced by hand."""
+    mu, log_var = mu.double(), log_var.double()
+    prior_mu = torch.zeros_like(mu) if prior_mu is None else prior_mu.double().expand_as(mu)
+    prior_lv = torch.zeros_like(mu) if prior_log_var is None else prior_log_var.double()
+    q = Normal(mu, (0.5 * log_var).exp(), validate_args=True)
+    p = Normal(prior_mu, (0.5 * prior_lv.expand_as(mu)).exp(), validate_args=True)
+    kl = kl_divergence(q, p)
+    if reduction == "none":
+        return kl
+    if reduction == "sum":
+        return kl.sum()
+    if reduction == "mean":
+        return kl.mean()
+    return kl.sum() / mu.shape[0]
+
+
+def inputs(shape, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=dtype), torch.randn(
+        shape, generator=g, dtype=dtype
+    )
+
+
+# ---------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("prior", [False, True])
+def test_matches_torch_distributions(shape, reduction, prior):
+    mu, log_var = inputs(shape)
+    prior_mu = prior_log_var = None
+    if prior:  # a per-latent-element prior broadcast over the batch
+        prior_mu, prior_log_var = inputs(shape[1:], seed=1)
+    got = kl_divergence_normal(mu, log_var, prior_mu, prior_log_var, reduction=reduction)
+    want = reference(mu, log_var, prior_mu, prior_log_var, reduction)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_float32_matches_float64_reference(reduction):
+    mu, log_var = inputs((16, 8, 4, 4), dtype=torch.float32)
+    got = kl_divergence_normal(mu, log_var, reduction=reduction)
+    assert got.dtype == torch.float32
+    want = reference(mu, log_var, reduction=reduction)
+    torch.testing.assert_close(got.double(), want, rtol=2e-6, atol=1e-7)
+
+
+def test_prior_given_by_one_tensor_only():
+    mu, log_var = inputs((6, 4))
+    prior_mu = torch.linspace(-1, 1, 4, dtype=torch.float64)
+    got = kl_divergence_normal(mu, log_var, prior_mu=prior_mu)
+    torch.testing.assert_close(got, reference(mu, log_var, prior_mu=prior_mu))
+    prior_lv = torch.tensor(0.7, dtype=torch.float64)  # a scalar broadcasts too
+    got = kl_divergence_normal(mu, log_var, prior_log_var=prior_lv)
+    torch.testing.assert_close(got, reference(mu, log_var, prior_log_var=prior_lv))
+
+
+@given(
+    b=st.integers(1, 6),
+    d=st.integers(1, 6),
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.floats(1e-3, 10.0),
+)
+def test_sum_is_batch_times_batchmean_and_mean_is_batchmean_over_d(b, d, seed, scale):
+    mu, log_var = inputs((b, d), seed=seed)
+    mu, log_var = mu * scale, log_var * scale
+    batchmean = kl_divergence_normal(mu, log_var)
+    torch.testing.assert_close(kl_divergence_normal(mu, log_var, reduction="sum"), b * batchmean)
+    torch.testing.assert_close(kl_divergence_normal(mu, log_var, reduction="mean"), batchmean / d)
+
+
+def test_the_notebook_formula_agrees_where_it_is_accurate():
+    # The notebook's per-datapoint KL: sum over latent dims, then mean over the batch.
+    mu, log_var = inputs((64, 10))
+    notebook = torch.mean(-0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp(), dim=1))
+    torch.testing.assert_close(kl_divergence_normal(mu, log_var), notebook)
+
+
+# ---------------------------------------------------------------- properties
+
+finite32 = st.floats(-1e4, 1e4, allow_nan=False, width=32)
+
+
+@given(
+    mu=st.lists(finite32, min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_never_negative_for_finite_float32_inputs(mu, data):
+    log_var = data.draw(st.lists(finite32, min_size=len(mu), max_size=len(mu)))
+    mu_t, lv_t = torch.tensor([mu]), torch.tensor([log_var])
+    kl = kl_divergence_normal(mu_t, lv_t, reduction="none")
+    assert not kl.isnan().any()
+    assert (kl >= 0).all()
+
+
+@given(
+    values=st.lists(st.floats(-50, 50, allow_nan=False, width=32), min_size=2, max_size=8),
+)
+def test_zero_when_posterior_equals_prior(values):
+    half = len(values) // 2
+    mu, log_var = torch.tensor([values[:half]]), torch.tensor([values[half : 2 * half]])
+    assert kl_divergence_normal(mu, log_var, mu, log_var, reduction="sum").item() == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_zero_at_mu_zero_log_var_zero(dtype):
+    zeros = torch.zeros(3, 5, dtype=dtype)
+    for reduction in REDUCTIONS:
+        assert (kl_divergence_normal(zeros, zeros, reduction=reduction) == 0).all()
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_accurate_near_log_var_zero(sign):
+    # The textbook 1 + lv - exp(lv) loses every digit here; float32 precision is the bar.
+    log_var = (sign * torch.logspace(-6, 0.5, 400, dtype=torch.float64)).float()
+    mu = torch.zeros_like(log_var)
+    lv64 = log_var.double()  # the float64 reference takes the float32 input exactly as given
+    want = 0.5 * (torch.expm1(lv64) - lv64)  # float64: relative error < 1e-9 down to 1e-6
+    got = kl_divergence_normal(mu, log_var, reduction="none").double()
+    rel = ((got - want).abs() / want).max().item()
+    assert rel < 4e-6, f"relative error {rel:.2e}"
+    notebook = (-0.5 * (1 + log_var - log_var.exp())).double()
+    assert ((notebook - want).abs() / want).max().item() > 0.5  # the trap is real
+
+
+def test_half_precision_is_computed_in_float32():
+    # KL of about 1 per element over 80,000 elements: a float16 sum would overflow to inf.
+    mu, log_var = inputs((4, 80_000), dtype=torch.float32)
+    want = reference(mu.half(), log_var.half())
+    for dtype in (torch.float16, torch.bfloat16):
+        got = kl_divergence_normal(mu.to(dtype), log_var.to(dtype))
+        assert got.dtype == torch.float32
+        want = reference(mu.to(dtype), log_var.to(dtype))
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)
+
+
+def test_half_precision_gradients_flow_back_in_half():
+    mu, log_var = (t.half().requires_grad_() for t in inputs((3, 4), dtype=torch.float32))
+    kl_divergence_normal(mu, log_var).backward()
+    assert mu.grad is not None
+    assert mu.grad.dtype == torch.float16
+    torch.testing.assert_close(mu.grad.float(), mu.detach().float() / 3, rtol=1e-3, atol=1e-3)
+
+
+def test_extreme_log_var_gives_inf_only_where_the_true_value_overflows():
+    log_var = torch.tensor([[-1e4, -100.0, 80.0, 88.0, 89.0, 1e4]])
+    mu = torch.tensor([[1e19, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    got = kl_divergence_normal(mu, log_var, reduction="none")
+    mu64, lv64 = mu.double(), log_var.double()  # torch.distributions rejects a zero scale
+    want = 0.5 * (mu64.square() + torch.expm1(lv64) - lv64)
+    assert not got.isnan().any()
+    overflows = want > torch.finfo(torch.float32).max
+    assert torch.equal(got.isinf(), overflows)
+    torch.testing.assert_close(got[~overflows].double(), want[~overflows], rtol=1e-6, atol=0)
+
+
+# ---------------------------------------------------------------- free bits
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("free_bits", [0.05, 0.5, 2.0])
+def test_free_bits_formula(shape, free_bits):
+    mu, log_var = inputs(shape)
+    per_element = reference(mu, log_var, reduction="none").mean(dim=0)
+    clamped = torch.maximum(per_element, torch.tensor(free_bits, dtype=torch.float64))
+    b, d = shape[0], per_element.numel()
+    expected = {"batchmean": clamped.sum(), "sum": b * clamped.sum(), "mean": clamped.sum() / d}
+    for reduction, want in expected.items():
+        got = kl_divergence_normal(mu, log_var, reduction=reduction, free_bits=free_bits)
+        torch.testing.assert_close(got, want)
+
+
+def test_free_bits_stop_gradients_of_clamped_elements_only():
+    mu = torch.tensor([[0.01, 2.0], [-0.01, 1.0]], dtype=torch.float64, requires_grad=True)
+    log_var = torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)
+    kl_divergence_normal(mu, log_var, free_bits=0.5).backward()
+    assert mu.grad is not None
+    assert (mu.grad[:, 0] == 0).all()  # below the floor: no pressure
+    torch.testing.assert_close(mu.grad[:, 1], mu.detach()[:, 1] / 2)  # d/dmu of mean_b mu^2/2
+
+
+# ---------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("prior", [False, True])
+def test_gradcheck_and_gradgradcheck(reduction, prior):
+    mu, log_var = (t.requires_grad_() for t in inputs((3, 2, 2)))
+    args = [mu, log_var]
+    if prior:
+        args += [t.requires_grad_() for t in inputs((2, 2), seed=3)]
+
+    def fn(*a):
+        return kl_divergence_normal(*a, reduction=reduction)
+
+    assert torch.autograd.gradcheck(fn, tuple(args))
+    assert torch.autograd.gradgradcheck(fn, tuple(args))
+
+
+def test_gradcheck_with_free_bits():
+    mu, log_var = (t.requires_grad_() for t in inputs((4, 3)))
+
+    def fn(m, lv):
+        return kl_divergence_normal(m, lv, free_bits=0.3)
+
+    assert torch.autograd.gradcheck(fn, (mu, log_var))
+    assert torch.autograd.gradgradcheck(fn, (mu, log_var))
+
+
+def test_gradients_match_torch_distributions():
+    mu, log_var = (t.requires_grad_() for t in inputs((5, 6)))
+    mu_ref, lv_ref = (t.detach().clone().requires_grad_() for t in (mu, log_var))
+    kl_divergence_normal(mu, log_var).backward()
+    reference(mu_ref, lv_ref).backward()
+    torch.testing.assert_close(mu.grad, mu_ref.grad)
+    torch.testing.assert_close(log_var.grad, lv_ref.grad)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_shape_mismatch_names_both_shapes():
+    match = r"Arguments mu and log_var should have the same shape, but given mu.shape=\(2, 3\) "
+    with pytest.raises(ValueError, match=match + r"and log_var.shape=\(2, 4\)"):
+        kl_divergence_normal(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_prior_must_broadcast_to_mu():
+    with pytest.raises(
+        ValueError,
+        match=r"Argument prior_mu should broadcast to mu.shape=\(2, 3\), but given "
+        r"prior_mu.shape=\(4,\)",
+    ):
+        kl_divergence_normal(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(4))
+    with pytest.raises(ValueError, match=r"Argument prior_log_var should broadcast"):
+        kl_divergence_normal(torch.zeros(2, 3), torch.zeros(2, 3), None, torch.zeros(5, 2, 3))
+
+
+def test_non_floating_and_non_tensor_inputs():
+    with pytest.raises(
+        TypeError,
+        match=r"Argument mu should be a floating-point tensor, but given dtype torch.int64",
+    ):
+        kl_divergence_normal(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3))
+    with pytest.raises(
+        TypeError, match=r"Argument log_var should be a torch.Tensor, but given list"
+    ):
+        kl_divergence_normal(torch.zeros(2), [0.0, 0.0])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Argument prior_mu should be a floating-point tensor"):
+        kl_divergence_normal(torch.zeros(2), torch.zeros(2), torch.zeros(2, dtype=torch.int32))
+
+
+def test_unknown_reduction_lists_the_allowed_ones():
+    with pytest.raises(
+        ValueError,
+        match=r"Argument reduction should be one of 'none', 'mean', 'sum', 'batchmean', "
+        r"but given 'avg'",
+    ):
+        kl_divergence_normal(torch.zeros(2, 3), torch.zeros(2, 3), reduction="avg")
+
+
+def test_free_bits_validation():
+    z = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"Argument free_bits should be a finite number >= 0, "):
+        kl_divergence_normal(z, z, free_bits=-0.1)
+    with pytest.raises(ValueError, match=r"but given nan"):
+        kl_divergence_normal(z, z, free_bits=math.nan)
+    with pytest.raises(TypeError, match=r"Argument free_bits should be a float, but given bool"):
+        kl_divergence_normal(z, z, free_bits=True)
+    with pytest.raises(
+        ValueError, match=r"Argument free_bits should be 0 with reduction='none'.*free_bits=0.5"
+    ):
+        kl_divergence_normal(z, z, reduction="none", free_bits=0.5)
+
+
+@pytest.mark.parametrize("reduction", ["batchmean", "mean"])
+def test_empty_batch_raises_instead_of_nan(reduction):
+    empty = torch.zeros(0, 4)
+    with pytest.raises(
+        ValueError,
+        match=rf"Argument mu should not be empty for reduction='{reduction}', but given "
+        r"mu.shape=\(0, 4\) \(the result would be NaN\)",
+    ):
+        kl_divergence_normal(empty, empty, reduction=reduction)
+    with pytest.raises(ValueError, match=r"should not be empty for reduction='sum'"):
+        kl_divergence_normal(empty, empty, reduction="sum", free_bits=0.1)
+
+
+def test_empty_batch_with_sum_and_none_is_well_defined():
+    empty = torch.zeros(0, 4)
+    assert kl_divergence_normal(empty, empty, reduction="sum").item() == 0.0
+    assert kl_divergence_normal(empty, empty, reduction="none").shape == (0, 4)
+
+
+def test_batchmean_needs_a_batch_dimension():
+    with pytest.raises(ValueError, match=r"Argument mu should have a batch dimension"):
+        kl_divergence_normal(torch.tensor(0.5), torch.tensor(0.1))
+    scalar = kl_divergence_normal(torch.tensor(0.5), torch.tensor(0.1), reduction="sum")
+    torch.testing.assert_close(scalar.double(), reference(torch.tensor([0.5]), torch.tensor([0.1])))

@@ -1,0 +1,117 @@
+"""GaussianReparam: heads, splitting, clamping, eval behaviour, compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vaekit import GaussianReparam, GaussianSample
+from vaekit.functional import kl_divergence_normal
+
+
+def test_linear_head_maps_features_to_mu_and_log_var():
+    torch.manual_seed(0)
+    layer = GaussianReparam(5, 3)
+    assert isinstance(layer.head, nn.Linear)
+    assert (layer.head.in_features, layer.head.out_features) == (5, 6)
+    x = torch.randn(4, 5)
+    out = layer(x, generator=torch.Generator().manual_seed(2))
+    assert isinstance(out, GaussianSample)
+    h = layer.head(x)
+    torch.testing.assert_close(out.mu, h[:, :3])
+    torch.testing.assert_close(out.log_var, h[:, 3:])
+    eps = torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out.z, out.mu + eps * torch.exp(0.5 * out.log_var))
+
+
+def test_conv_latent_split_along_channels():
+    layer = GaussianReparam(dim=1)
+    x = torch.randn(2, 6, 4, 4)
+    z, mu, log_var = layer(x)
+    assert torch.equal(mu, x[:, :3])
+    assert torch.equal(log_var, x[:, 3:])
+    assert z.shape == (2, 3, 4, 4)
+
+
+def test_pair_input_and_eval_mode():
+    layer = GaussianReparam()
+    mu, log_var = torch.randn(3, 2), torch.randn(3, 2)
+    assert not torch.equal(layer(mu, log_var).z, mu)
+    layer.eval()
+    assert torch.equal(layer(mu, log_var).z, mu)
+    sampling = GaussianReparam(sample_in_eval=True).eval()
+    assert not torch.equal(sampling(mu, log_var).z, mu)
+
+
+def test_log_var_is_clamped_so_the_kl_stays_finite():
+    layer = GaussianReparam()
+    mu = torch.zeros(1, 3)
+    log_var = torch.tensor([[-1e4, 0.5, 1e4]])
+    out = layer(mu, log_var)
+    assert out.log_var.tolist() == [[-30.0, 0.5, 20.0]]
+    assert torch.isfinite(kl_divergence_normal(out.mu, out.log_var)).all()
+    assert torch.isfinite(out.z).all()
+    raw = GaussianReparam(log_var_range=None)(mu, log_var)
+    assert torch.equal(raw.log_var, log_var)
+
+
+def test_gradients_reach_the_head():
+    layer = GaussianReparam(4, 2)
+    z, mu, log_var = layer(torch.randn(3, 4))
+    (z.sum() + kl_divergence_normal(mu, log_var)).backward()
+    assert layer.head is not None
+    assert layer.head.weight.grad is not None
+    assert layer.head.weight.grad.abs().sum() > 0
+
+
+def test_construction_errors():
+    with pytest.raises(
+        ValueError,
+        match=r"Arguments in_features and latent_dim should be given together, but given "
+        r"in_features=4 and latent_dim=None",
+    ):
+        GaussianReparam(4)
+    with pytest.raises(ValueError, match=r"Argument dim should be -1 with a linear head"):
+        GaussianReparam(4, 2, dim=1)
+    with pytest.raises(ValueError, match=r"Argument latent_dim should be a positive int"):
+        GaussianReparam(4, 0)
+    with pytest.raises(TypeError, match=r"Argument log_var_range should be a \(low, high\) pair"):
+        GaussianReparam(log_var_range=(1.0,))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Argument log_var_range should satisfy low < high"):
+        GaussianReparam(log_var_range=(2.0, -2.0))
+
+
+def test_call_errors():
+    layer = GaussianReparam(dim=1)
+    with pytest.raises(
+        ValueError,
+        match=r"Argument x should have an even size along dim=1 to split into mu and log_var, "
+        r"but given x.shape=\(2, 5, 3\)",
+    ):
+        layer(torch.zeros(2, 5, 3))
+    with pytest.raises(ValueError, match=r"Arguments mu and log_var should have the same shape"):
+        layer(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(TypeError, match=r"Argument x should be a floating-point tensor"):
+        layer(torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_repr():
+    assert "log_var_range=(-30.0, 20.0)" in repr(GaussianReparam(3, 2))
+
+
+def test_compiled_equals_eager():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = GaussianReparam(8, 4)
+    x = torch.randn(5, 8)
+    compiled = torch.compile(layer, fullgraph=True)
+    # Inductor has its own RNG: compare the deterministic part in eval, the noise under fallback.
+    layer.eval()
+    torch.testing.assert_close(tuple(compiled(x)), tuple(layer(x)))
+    layer.train()
+    with torch._inductor.config.patch(fallback_random=True):
+        torch.manual_seed(1)
+        got = torch.compile(layer, fullgraph=True)(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(tuple(got), tuple(layer(x)))

@@ -1,0 +1,31 @@
+"""The package surface: public names, and a core that imports no optional extra."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import vaekit
+
+
+def test_all_is_sorted_and_importable():
+    assert list(vaekit.__all__) == sorted(vaekit.__all__)
+    for name in vaekit.__all__:
+        assert getattr(vaekit, name) is not None
+
+
+def test_import_vaekit_imports_no_optional_extra():
+    code = (
+        "import sys, vaekit, vaekit.functional, vaekit.nn;"
+        "extras = ('ignite', 'torchmetrics', 'matplotlib', 'sklearn');"
+        "bad = [m for m in extras if m in sys.modules];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_py_typed_is_shipped():
+    from importlib.resources import files
+
+    assert files("vaekit").joinpath("py.typed").is_file()
