@@ -6,7 +6,8 @@ extra; importing :mod:`vaekit` imports none of them.
 """
 
 from vaekit import functional
-from vaekit.nn import GaussianReparam, GaussianSample, KLDivergenceNormal
+from vaekit.functional.loss import VAELossOutput, convert_beta
+from vaekit.nn import GaussianReparam, GaussianSample, KLDivergenceNormal, VAELoss
 
 __version__ = "0.1.0.dev0"
 
@@ -14,6 +15,9 @@ __all__ = [
     "GaussianReparam",
     "GaussianSample",
     "KLDivergenceNormal",
+    "VAELoss",
+    "VAELossOutput",
     "__version__",
+    "convert_beta",
     "functional",
 ]

@@ -1,6 +1,7 @@
 """Pure tensor functions: the maths and the input checks of every vaekit component."""
 
 from vaekit.functional.kl import kl_divergence_normal
+from vaekit.functional.loss import VAELossOutput, convert_beta, vae_loss
 from vaekit.functional.reparam import reparameterize
 
-__all__ = ["kl_divergence_normal", "reparameterize"]
+__all__ = ["VAELossOutput", "convert_beta", "kl_divergence_normal", "reparameterize", "vae_loss"]

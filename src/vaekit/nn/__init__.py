@@ -2,6 +2,7 @@
 :mod:`vaekit.functional`."""
 
 from vaekit.nn.kl import KLDivergenceNormal
+from vaekit.nn.loss import VAELoss
 from vaekit.nn.reparam import GaussianReparam, GaussianSample
 
-__all__ = ["GaussianReparam", "GaussianSample", "KLDivergenceNormal"]
+__all__ = ["GaussianReparam", "GaussianSample", "KLDivergenceNormal", "VAELoss"]

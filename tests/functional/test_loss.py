@@ -1,0 +1,517 @@
+"""vae_loss and convert_beta against torch.nn.functional, torch.distributions and float64 maths."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.distributions import Normal, kl_divergence
+
+from vaekit import VAELossOutput, convert_beta
+from vaekit.functional import vae_loss
+
+RECONS = ["mse", "l1", "bce", "bce_with_logits", "gaussian"]
+REDUCTIONS = ["batchmean", "mean", "sum"]
+PAIRS = [(r, k) for r in REDUCTIONS for k in REDUCTIONS]
+
+# The notebook's (B, C, H, W) = (2, 1, 1, 2) tensors.
+NB_X = torch.tensor([[[[1.0, 2.0]]], [[[3.0, 4.0]]]])
+NB_X_HAT = torch.tensor([[[[1.5, 2.5]]], [[[2.0, 5.0]]]])
+
+
+def inputs(recon="mse", shape=(4, 3, 2, 2), latent=(4, 5), dtype=torch.float64, seed=0):
+    """x_hat in the domain ``recon`` expects, a target x in [0, 1], and a posterior."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g, dtype=dtype)
+    x_hat = torch.randn(shape, generator=g, dtype=dtype)
+    if recon == "bce":
+        x_hat = torch.sigmoid(x_hat)
+    mu = torch.randn(latent, generator=g, dtype=dtype)
+    log_var = torch.randn(latent, generator=g, dtype=dtype)
+    return x_hat, x, mu, log_var
+
+
+def f_reduce(fn, reduction, batch):
+    """Reduce with torch's own 'mean'/'sum'; 'batchmean' is the sum over the batch size."""
+    if reduction == "batchmean":
+        return fn("sum") / batch
+    return fn(reduction)
+
+
+def recon_reference(x_hat, x, recon, reduction, var=1.0):
+    """The reconstruction term from torch.nn.functional, reduced by torch."""
+    if recon == "gaussian":
+        var_t = torch.as_tensor(var, dtype=x.dtype).expand_as(x)
+
+        def fn(r):
+            return F.gaussian_nll_loss(x_hat, x, var_t, full=True, eps=0.0, reduction=r)
+
+    else:
+        f = {
+            "mse": F.mse_loss,
+            "l1": F.l1_loss,
+            "bce": F.binary_cross_entropy,
+            "bce_with_logits": F.binary_cross_entropy_with_logits,
+        }[recon]
+
+        def fn(r):
+            return f(x_hat, x, reduction=r)
+
+    return f_reduce(fn, reduction, x.shape[0])
+
+
+def kl_reference(mu, log_var, reduction):
+    """The KL from N(0, I) by torch.distributions in float64."""
+    mu, log_var = mu.double(), log_var.double()
+    q = Normal(mu, (0.5 * log_var).exp())
+    kl = kl_divergence(q, Normal(torch.zeros_like(mu), torch.ones_like(mu)))
+    return f_reduce(lambda r: getattr(kl, r)(), reduction, mu.shape[0])
+
+
+# ---------------------------------------------------------------- values
+
+
+def test_the_notebook_tensors():
+    mu = log_var = torch.zeros(2, 3)
+    by_reduction = {r: vae_loss(NB_X_HAT, NB_X, mu, log_var, reduction=r) for r in REDUCTIONS}
+    assert by_reduction["mean"].recon.item() == pytest.approx(0.625)
+    assert F.mse_loss(NB_X_HAT, NB_X, reduction="mean").item() == pytest.approx(0.625)
+    assert by_reduction["batchmean"].recon.item() == pytest.approx(1.25)
+    assert by_reduction["sum"].recon.item() == pytest.approx(2.5)
+    for out in by_reduction.values():
+        assert isinstance(out, VAELossOutput)
+        assert out.kl.item() == 0.0
+        assert out.loss.item() == out.recon.item()
+
+
+@pytest.mark.parametrize("recon", RECONS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_loss_is_recon_plus_beta_kl_against_torch(recon, reduction):
+    x_hat, x, mu, log_var = inputs(recon)
+    out = vae_loss(x_hat, x, mu, log_var, recon=recon, beta=0.37, reduction=reduction)
+    want_recon = recon_reference(x_hat, x, recon, reduction)
+    want_kl = kl_reference(mu, log_var, reduction)
+    torch.testing.assert_close(out.recon, want_recon, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.kl, want_kl, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.loss, want_recon + 0.37 * want_kl, rtol=1e-12, atol=1e-12)
+    assert out.loss.shape == out.recon.shape == out.kl.shape == ()
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_a_reduction_pair_reduces_each_term_its_own_way(pair):
+    x_hat, x, mu, log_var = inputs()
+    out = vae_loss(x_hat, x, mu, log_var, beta=2.0, reduction=pair)
+    want_recon = recon_reference(x_hat, x, "mse", pair[0])
+    want_kl = kl_reference(mu, log_var, pair[1])
+    torch.testing.assert_close(out.recon, want_recon)
+    torch.testing.assert_close(out.kl, want_kl)
+    torch.testing.assert_close(out.loss, want_recon + 2.0 * want_kl)
+
+
+def test_gaussian_matches_normal_log_prob_with_a_given_variance():
+    x_hat, x, mu, log_var = inputs("gaussian")
+    for var in (0.05, 3.0):
+        out = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=var)
+        nll = -Normal(x_hat, math.sqrt(var)).log_prob(x)
+        torch.testing.assert_close(out.recon, nll.sum() / x.shape[0])
+    var = torch.tensor([0.2, 1.0, 4.0], dtype=torch.float64).view(3, 1, 1)  # per channel
+    out = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=var, reduction="mean")
+    nll = -Normal(x_hat, var.sqrt().expand_as(x)).log_prob(x)
+    torch.testing.assert_close(out.recon, nll.mean())
+    torch.testing.assert_close(out.recon, recon_reference(x_hat, x, "gaussian", "mean", var))
+
+
+def test_unit_variance_gaussian_is_half_mse_plus_the_constant():
+    x_hat, x, mu, log_var = inputs()
+    gauss = vae_loss(x_hat, x, mu, log_var, recon="gaussian", reduction="mean").recon
+    mse = vae_loss(x_hat, x, mu, log_var, reduction="mean").recon
+    torch.testing.assert_close(gauss, 0.5 * mse + 0.5 * math.log(2 * math.pi))
+
+
+def test_bce_clamps_the_log_at_minus_100_like_torch():
+    x_hat = torch.tensor([[0.0, 1.0, 0.5, 1.0]], dtype=torch.float64)
+    x = torch.tensor([[1.0, 0.0, 1.0, 1.0]], dtype=torch.float64)
+    mu = log_var = torch.zeros(1, 2, dtype=torch.float64)
+    out = vae_loss(x_hat, x, mu, log_var, recon="bce", reduction="sum")
+    assert out.recon.item() == pytest.approx(200.0 + math.log(2.0))
+    torch.testing.assert_close(out.recon, F.binary_cross_entropy(x_hat, x, reduction="sum"))
+
+
+def test_bce_with_logits_is_stable_where_sigmoid_then_bce_is_not():
+    logits = torch.tensor([[-200.0, -30.0, 0.0, 30.0, 200.0]])
+    x = torch.tensor([[1.0, 1.0, 0.5, 0.0, 0.0]])
+    mu = log_var = torch.zeros(1, 2)
+    got = vae_loss(logits, x, mu, log_var, recon="bce_with_logits", reduction="sum").recon
+    lg, t = logits.double(), x.double()
+    want = (F.softplus(lg) - t * lg).sum()  # float64: -log(sigmoid(l)) = softplus(-l), etc.
+    torch.testing.assert_close(got.double(), want)
+    naive = vae_loss(torch.sigmoid(logits), x, mu, log_var, recon="bce", reduction="sum").recon
+    assert abs(naive.item() - want.item()) > 1.0  # the clamp at -100 distorts it
+
+
+def test_callable_recon_returns_an_elementwise_loss():
+    x_hat, x, mu, log_var = inputs()
+
+    def huber(a, b):
+        return F.huber_loss(a, b, reduction="none", delta=0.3)
+
+    out = vae_loss(x_hat, x, mu, log_var, recon=huber, reduction="batchmean")
+    torch.testing.assert_close(out.recon, F.huber_loss(x_hat, x, reduction="sum", delta=0.3) / 4)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_capacity_objective(reduction):
+    x_hat, x, mu, log_var = inputs()
+    kl = kl_reference(mu, log_var, reduction)
+    recon = recon_reference(x_hat, x, "mse", reduction)
+    for capacity in (0.0, 0.5 * kl.item(), 2.0 * kl.item()):
+        for c in (capacity, torch.tensor(capacity)):
+            out = vae_loss(x_hat, x, mu, log_var, beta=5.0, reduction=reduction, capacity=c)
+            torch.testing.assert_close(out.loss, recon + 5.0 * (kl - capacity).abs())
+            torch.testing.assert_close(out.kl, kl)
+
+
+def test_capacity_pushes_the_kl_towards_it_from_both_sides():
+    x_hat, x, _, log_var = inputs()
+    mu = torch.full((4, 5), 0.5, dtype=torch.float64, requires_grad=True)
+    kl = vae_loss(x_hat, x, mu, log_var).kl.item()
+    for capacity, sign in ((kl - 1.0, 1.0), (kl + 1.0, -1.0)):
+        mu.grad = None
+        vae_loss(x_hat, x, mu, log_var, capacity=capacity).loss.backward()
+        assert mu.grad is not None
+        # d KL / d mu = mu / B > 0: below C the loss rewards a larger KL.
+        torch.testing.assert_close(mu.grad, sign * mu.detach() / 4)
+
+
+def test_free_bits_pass_through_to_the_kl():
+    x_hat, x, mu, log_var = inputs()
+    no_floor = kl_reference(mu, log_var, "batchmean")
+    q = Normal(mu, (0.5 * log_var).exp())
+    per_unit = kl_divergence(q, Normal(torch.zeros_like(mu), torch.ones_like(mu))).mean(0)
+    out = vae_loss(x_hat, x, mu, log_var, free_bits=1.0)
+    torch.testing.assert_close(out.kl, per_unit.clamp_min(1.0).sum())
+    assert out.kl.item() > no_floor.item()
+
+
+def test_tensor_beta_equals_float_beta():
+    x_hat, x, mu, log_var = inputs()
+    want = vae_loss(x_hat, x, mu, log_var, beta=0.25)
+    for beta in (torch.tensor(0.25), torch.tensor([0.25], dtype=torch.float64)):
+        got = vae_loss(x_hat, x, mu, log_var, beta=beta)
+        assert got.loss.shape == ()
+        assert got.loss.dtype == torch.float64
+        torch.testing.assert_close(got, want)
+
+
+def test_half_precision_is_reduced_in_float32():
+    # 100,000 squared errors of 1: a float16 sum would overflow at 65,504.
+    x_hat, x = torch.zeros(2, 100_000, dtype=torch.float16), torch.ones(2, 100_000).half()
+    mu = log_var = torch.zeros(2, 3, dtype=torch.float16)
+    out = vae_loss(x_hat, x, mu, log_var, reduction="sum")
+    assert out.loss.dtype == torch.float32
+    assert out.recon.item() == 200_000.0
+
+
+def test_mixed_dtypes_promote():
+    x_hat, x, mu, log_var = inputs()
+    out = vae_loss(x_hat, x.float(), mu.float(), log_var.float())
+    assert out.recon.dtype == torch.float64
+    assert out.kl.dtype == torch.float32
+    assert out.loss.dtype == torch.float64
+
+
+# ---------------------------------------------------------------- properties
+
+
+@given(
+    b=st.integers(1, 5),
+    d=st.integers(1, 6),
+    latent=st.integers(1, 4),
+    recon=st.sampled_from(RECONS),
+    beta=st.floats(0.0, 10.0),
+    free_bits=st.sampled_from([0.0, 0.3]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_sum_is_batch_times_batchmean_and_mean_divides_by_size(
+    b, d, latent, recon, beta, free_bits, seed
+):
+    x_hat, x, mu, log_var = inputs(recon, shape=(b, d), latent=(b, latent), seed=seed)
+
+    def out(reduction):
+        return vae_loss(
+            x_hat, x, mu, log_var, recon=recon, beta=beta, reduction=reduction, free_bits=free_bits
+        )
+
+    batchmean, total, mean = out("batchmean"), out("sum"), out("mean")
+    for got, want in zip(total, batchmean, strict=True):
+        torch.testing.assert_close(got, b * want)
+    torch.testing.assert_close(mean.recon * d, batchmean.recon)
+    torch.testing.assert_close(mean.kl * latent, batchmean.kl)
+
+
+reductions = st.sampled_from(REDUCTIONS) | st.tuples(
+    st.sampled_from(REDUCTIONS), st.sampled_from(REDUCTIONS)
+)
+
+
+@given(
+    source=reductions,
+    target=reductions,
+    beta=st.floats(0.0, 100.0),
+    b=st.integers(1, 5),
+    d=st.integers(1, 50),
+    latent=st.integers(1, 8),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_convert_beta_leaves_the_objective_unchanged_up_to_scale(
+    source, target, beta, b, d, latent, seed
+):
+    x_hat, x, mu, log_var = inputs(shape=(b, d), latent=(b, latent), seed=seed)
+    new_beta = convert_beta(
+        beta, source=source, target=target, input_size=d, latent_size=latent, batch_size=b
+    )
+    a = vae_loss(x_hat, x, mu, log_var, beta=beta, reduction=source)
+    t = vae_loss(x_hat, x, mu, log_var, beta=new_beta, reduction=target)
+    # Under any reduction the loss is (recon scale) * (R + beta_per_datapoint * K).
+    torch.testing.assert_close(t.loss, a.loss * t.recon / a.recon)
+
+
+def test_convert_beta_reproduces_the_notebook_and_higgins():
+    ported = ("mean", "batchmean")
+    # The notebook's beta of 1 with x of shape (64, 1, 4096, 4096), and with 3x64x64 images.
+    assert (
+        convert_beta(1.0, source=ported, target="batchmean", input_size=4096**2, latent_size=10)
+        == 16_777_216.0
+    )
+    assert (
+        convert_beta(1.0, source=ported, target="sum", input_size=3 * 64 * 64, latent_size=10)
+        == 12_288.0
+    )
+    # Higgins et al. (2017): beta_norm = beta * latent_size / input_size.
+    beta_norm = convert_beta(
+        4.0, source="batchmean", target="mean", input_size=4096, latent_size=10
+    )
+    assert beta_norm == pytest.approx(4.0 * 10 / 4096)
+    back = convert_beta(
+        beta_norm, source="mean", target="batchmean", input_size=4096, latent_size=10
+    )
+    assert back == pytest.approx(4.0)
+    # The mean convention per recon element with a per-datapoint KL sum over 10 latents.
+    assert convert_beta(
+        2.0, source="mean", target=ported, input_size=100, latent_size=10
+    ) == pytest.approx(2.0 / 10)
+    halves = convert_beta(
+        1.0, source=("sum", "batchmean"), target="batchmean", input_size=5, latent_size=2,
+        batch_size=8,
+    )  # fmt: skip
+    assert halves == pytest.approx(1 / 8)
+
+
+# ---------------------------------------------------------------- gradients
+
+
+def hand_written(x_hat, x, mu, log_var, beta):
+    """The per-data-point negative ELBO with an MSE, written out in float64."""
+    b = x.shape[0]
+    recon = ((x_hat - x) ** 2).sum() / b
+    kl = (-0.5 * (1 + log_var - mu**2 - log_var.exp())).sum() / b
+    return recon + beta * kl
+
+
+def test_gradients_reach_x_hat_mu_and_log_var():
+    args = [t.requires_grad_() for t in inputs()]
+    ref = [t.detach().clone().requires_grad_() for t in args]
+    x_hat, x, mu, log_var = args
+    vae_loss(x_hat, x, mu, log_var, beta=0.7).loss.backward()
+    hand_written(*ref, beta=0.7).backward()
+    for got, want in zip(args, ref, strict=True):
+        assert got.grad is not None
+        assert want.grad is not None
+        assert got.grad.abs().sum() > 0
+        torch.testing.assert_close(got.grad, want.grad)
+
+
+@pytest.mark.parametrize("recon", RECONS)
+def test_gradcheck(recon):
+    x_hat, x, mu, log_var = inputs(recon, shape=(2, 3), latent=(2, 2))
+    if recon == "bce":
+        x_hat = x_hat.clamp(0.05, 0.95)
+    var = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64, requires_grad=True)
+
+    def fn(a, m, lv, v):
+        kw = {"recon_var": v} if recon == "gaussian" else {}
+        return vae_loss(a, x, m, lv, recon=recon, beta=0.5, capacity=0.1, **kw).loss
+
+    args = (x_hat.requires_grad_(), mu.requires_grad_(), log_var.requires_grad_(), var)
+    assert torch.autograd.gradcheck(fn, args)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_shape_errors_name_the_shapes():
+    x_hat, x, mu, log_var = inputs()
+    with pytest.raises(
+        ValueError,
+        match=r"Arguments x_hat and x should have the same shape, but given "
+        r"x_hat.shape=\(4, 3, 2, 2\) and x.shape=\(4, 3, 2\)",
+    ):
+        vae_loss(x_hat, x[..., 0], mu, log_var)
+    with pytest.raises(
+        ValueError,
+        match=r"Arguments mu and log_var should have the same shape, but given "
+        r"mu.shape=\(4, 5\) and log_var.shape=\(4, 4\)",
+    ):
+        vae_loss(x_hat, x, mu, log_var[:, :4])
+    with pytest.raises(
+        ValueError,
+        match=r"Arguments x and mu should have the same batch size \(dimension 0\), but given "
+        r"x.shape=\(4, 3, 2, 2\) and mu.shape=\(3, 5\)",
+    ):
+        vae_loss(x_hat, x, mu[:3], log_var[:3])
+    scalar = torch.tensor(0.5)
+    with pytest.raises(
+        ValueError,
+        match=r"Argument x should have a batch dimension, but given a 0-dimensional tensor",
+    ):
+        vae_loss(scalar, scalar, mu, log_var)
+    with pytest.raises(ValueError, match=r"Argument mu should have a batch dimension"):
+        vae_loss(x_hat, x, scalar, scalar)
+
+
+def test_type_errors():
+    x_hat, x, mu, log_var = inputs()
+    with pytest.raises(TypeError, match=r"Argument x_hat should be a torch.Tensor, but given list"):
+        vae_loss([0.0], x, mu, log_var)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"Argument x should be a floating-point tensor, but given dtype torch.int64",
+    ):
+        vae_loss(x_hat, x.long(), mu, log_var)
+    with pytest.raises(
+        TypeError, match=r"Argument recon should be a str or a callable, but given int"
+    ):
+        vae_loss(x_hat, x, mu, log_var, recon=3)  # type: ignore[arg-type]
+
+
+def test_unknown_recon_and_reduction_list_the_choices():
+    x_hat, x, mu, log_var = inputs()
+    with pytest.raises(
+        ValueError,
+        match=r"Argument recon should be one of 'mse', 'l1', 'bce', 'bce_with_logits', "
+        r"'gaussian' or a callable, but given 'ce'",
+    ):
+        vae_loss(x_hat, x, mu, log_var, recon="ce")
+    for bad in ("none", ("mean",), ("mean", "avg"), ["mean", "sum"]):
+        with pytest.raises(
+            ValueError,
+            match=r"Argument reduction should be one of 'batchmean', 'mean', 'sum', or a "
+            rf"\(recon, kl\) tuple of them, but given {re_escape(bad)}",
+        ):
+            vae_loss(x_hat, x, mu, log_var, reduction=bad)  # type: ignore[arg-type]
+
+
+def re_escape(value):
+    return re.escape(repr(value))
+
+
+@pytest.mark.parametrize("name", ["beta", "capacity"])
+def test_weight_errors(name):
+    x_hat, x, mu, log_var = inputs()
+    for bad in (-0.5, math.inf, math.nan):
+        with pytest.raises(
+            ValueError, match=rf"Argument {name} should be a finite number >= 0, but given {bad}"
+        ):
+            vae_loss(x_hat, x, mu, log_var, **{name: bad})
+    for bad_type in (True, "0.5"):
+        with pytest.raises(
+            TypeError,
+            match=rf"Argument {name} should be a float or a tensor, but given "
+            rf"{type(bad_type).__name__}",
+        ):
+            vae_loss(x_hat, x, mu, log_var, **{name: bad_type})
+    with pytest.raises(
+        ValueError,
+        match=rf"Argument {name} should be a one-element tensor, but given {name}.shape=\(2,\)",
+    ):
+        vae_loss(x_hat, x, mu, log_var, **{name: torch.ones(2)})
+    with pytest.raises(TypeError, match=rf"Argument {name} should be a floating-point tensor"):
+        vae_loss(x_hat, x, mu, log_var, **{name: torch.tensor(1)})
+
+
+def test_recon_var_errors():
+    x_hat, x, mu, log_var = inputs()
+    with pytest.raises(
+        ValueError,
+        match=r"Argument recon_var should be None unless recon='gaussian', but given "
+        r"recon_var=2.0 with recon='mse'",
+    ):
+        vae_loss(x_hat, x, mu, log_var, recon_var=2.0)
+    with pytest.raises(ValueError, match=r"Argument recon_var should be > 0, but given 0.0"):
+        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=0.0)
+    with pytest.raises(ValueError, match=r"Argument recon_var should be a finite number >= 0"):
+        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=-1.0)
+    with pytest.raises(TypeError, match=r"Argument recon_var should be a float, but given str"):
+        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="1")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError,
+        match=r"Argument recon_var should broadcast to x.shape=\(4, 3, 2, 2\), but given "
+        r"recon_var.shape=\(5,\)",
+    ):
+        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=torch.ones(5))
+
+
+def test_callable_must_return_x_shape():
+    x_hat, x, mu, log_var = inputs()
+    with pytest.raises(
+        ValueError,
+        match=r"Argument recon should return an elementwise loss of x.shape=\(4, 3, 2, 2\), "
+        r"but given recon\(x_hat, x\).shape=\(\)",
+    ):
+        vae_loss(x_hat, x, mu, log_var, recon=lambda a, b: F.mse_loss(a, b))
+    with pytest.raises(
+        TypeError, match=r"Argument recon should return a torch.Tensor, but given float"
+    ):
+        vae_loss(x_hat, x, mu, log_var, recon=lambda a, b: 0.0)  # type: ignore[arg-type,return-value]
+
+
+def test_free_bits_and_empty_batch_errors():
+    x_hat, x, mu, log_var = inputs()
+    with pytest.raises(ValueError, match=r"Argument free_bits should be a finite number >= 0"):
+        vae_loss(x_hat, x, mu, log_var, free_bits=-1.0)
+    empty = torch.zeros(4, 0)
+    with pytest.raises(
+        ValueError,
+        match=r"Argument x should not be empty for reduction='batchmean', but given "
+        r"x.shape=\(4, 0\) \(the result would be NaN\)",
+    ):
+        vae_loss(empty, empty, mu, log_var)
+    out = vae_loss(empty, empty, mu, log_var, reduction=("sum", "batchmean"))
+    torch.testing.assert_close(out.recon, torch.tensor(0.0))
+
+
+def test_convert_beta_errors():
+    kw = {"input_size": 10, "latent_size": 2}
+    with pytest.raises(
+        ValueError,
+        match=r"Argument batch_size should be given to convert a beta for source="
+        r"\('sum', 'mean'\), whose batch size does not cancel, but given None",
+    ):
+        convert_beta(1.0, source=("sum", "mean"), target="mean", **kw)
+    with pytest.raises(ValueError, match=r"Argument beta should be a finite number >= 0"):
+        convert_beta(-1.0, source="mean", target="sum", **kw)
+    with pytest.raises(
+        ValueError, match=r"Argument input_size should be a positive int, but given 0"
+    ):
+        convert_beta(1.0, source="mean", target="sum", input_size=0, latent_size=2)
+    with pytest.raises(TypeError, match=r"Argument latent_size should be an int, but given float"):
+        convert_beta(1.0, source="mean", target="sum", input_size=3, latent_size=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Argument batch_size should be a positive int"):
+        convert_beta(1.0, source="mean", target="sum", batch_size=0, **kw)
+    with pytest.raises(ValueError, match=r"Argument target should be one of .* but given 'none'"):
+        convert_beta(1.0, source="sum", target="none", **kw)

@@ -1,0 +1,215 @@
+"""VAELoss: the module equals the function; beta and capacity are in-place buffers; compile."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch._dynamo.testing import CompileCounter
+
+from vaekit import GaussianReparam, VAELoss, VAELossOutput
+from vaekit.functional import vae_loss
+
+
+def inputs(shape=(6, 3, 4, 4), latent=(6, 5), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g)
+    x_hat = torch.rand(shape, generator=g)
+    return x_hat, x, torch.randn(latent, generator=g), torch.randn(latent, generator=g)
+
+
+def test_the_notebook_tensors():
+    x = torch.tensor([[[[1.0, 2.0]]], [[[3.0, 4.0]]]])
+    x_hat = torch.tensor([[[[1.5, 2.5]]], [[[2.0, 5.0]]]])
+    mu, log_var = torch.randn(2, 10), torch.randn(2, 10)
+    mean = VAELoss(reduction="mean")(x_hat, x, mu, log_var)
+    batchmean = VAELoss(reduction="batchmean")(x_hat, x, mu, log_var)
+    assert isinstance(mean, VAELossOutput)
+    torch.testing.assert_close(mean.recon, F.mse_loss(x_hat, x, reduction="mean"))
+    assert mean.recon.item() == 0.625
+    assert batchmean.recon.item() == 1.25
+    # The notebook's mixed convention, explicitly: per-element recon, per-data-point KL.
+    ported = VAELoss(reduction=("mean", "batchmean"))(x_hat, x, mu, log_var)
+    kl = torch.mean(-0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp(), dim=1))
+    torch.testing.assert_close(ported.loss, F.mse_loss(x_hat, x) + kl)
+
+
+@pytest.mark.parametrize("recon", ["mse", "l1", "bce", "bce_with_logits", "gaussian"])
+@pytest.mark.parametrize("reduction", ["batchmean", "mean", "sum", ("mean", "batchmean")])
+def test_module_equals_function(recon, reduction):
+    x_hat, x, mu, log_var = inputs()
+    kw = {"recon_var": 0.3} if recon == "gaussian" else {}
+    settings = dict(beta=0.4, reduction=reduction, free_bits=0.1, capacity=2.0, **kw)
+    module = VAELoss(recon, **settings)
+    got = module(x_hat, x, mu, log_var)
+    want = vae_loss(x_hat, x, mu, log_var, recon=recon, **settings)
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_callable_recon():
+    x_hat, x, mu, log_var = inputs()
+
+    def smooth_l1(a, b):
+        return F.smooth_l1_loss(a, b, reduction="none")
+
+    module = VAELoss(smooth_l1)
+    got = module(x_hat, x, mu, log_var).recon
+    torch.testing.assert_close(got, F.smooth_l1_loss(x_hat, x, reduction="sum") / 6)
+    assert "recon='smooth_l1'" in repr(module)
+
+
+def test_beta_and_capacity_are_written_in_place_and_stay_out_of_state_dict():
+    x_hat, x, mu, log_var = inputs()
+    module = VAELoss(beta=1.0)
+    beta, ptr = module.beta, module.beta.data_ptr()
+    for value in (0.3, 0, torch.tensor(2.5), torch.tensor([4.0], dtype=torch.float64)):
+        module.beta = value
+        assert module.beta is beta
+        assert module.beta.data_ptr() == ptr
+        assert module.beta.shape == ()
+        want = vae_loss(x_hat, x, mu, log_var, beta=float(value))
+        torch.testing.assert_close(module(x_hat, x, mu, log_var), want)
+    assert module.capacity is None
+    module.capacity = 1.5
+    capacity = module.capacity
+    module.capacity = torch.tensor(3.0)
+    assert module.capacity is capacity
+    assert module.capacity.item() == 3.0
+    torch.testing.assert_close(
+        module(x_hat, x, mu, log_var), vae_loss(x_hat, x, mu, log_var, beta=4.0, capacity=3.0)
+    )
+    module.capacity = None
+    assert module.capacity is None
+    assert module.state_dict() == {}
+    assert [name for name, _ in module.named_buffers()] == ["_beta"]
+
+
+def test_a_tensor_beta_is_copied_not_linked():
+    module = VAELoss()
+    source = torch.tensor(0.5, requires_grad=True)
+    module.beta = source
+    assert not module.beta.requires_grad
+    with torch.no_grad():
+        source.fill_(9.0)
+    assert module.beta.item() == 0.5
+
+
+def test_setting_beta_between_forward_and_backward_keeps_the_forward_beta():
+    # A controller may update beta from out.kl before loss.backward().
+    module = VAELoss(beta=2.0)
+    x = torch.rand(3, 4)
+    mu = torch.randn(3, 2, requires_grad=True)
+    out = module(x, x, mu, torch.zeros(3, 2))
+    module.beta = 5.0
+    out.loss.backward()
+    assert mu.grad is not None
+    torch.testing.assert_close(mu.grad, 2.0 * mu.detach() / 3)  # d/dmu of beta * mean_b mu^2/2
+
+
+def test_buffers_follow_to():
+    module = VAELoss(beta=0.3, capacity=2.0).to(torch.float64)
+    assert module.beta.dtype == torch.float64
+    assert module.capacity is not None
+    assert module.capacity.dtype == torch.float64
+    module.capacity = None
+    module.capacity = 1.0  # re-created next to beta
+    assert module.capacity.dtype == torch.float64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_buffers_follow_to_cuda():
+    module = VAELoss(beta=0.3, capacity=2.0).cuda()
+    assert module.beta.device.type == "cuda"
+    assert module.capacity is not None
+    assert module.capacity.device.type == "cuda"
+    module.beta = torch.tensor(-1.0, device="cuda")  # not read back: no device sync
+    module.beta = 0.7
+    x_hat, x, mu, log_var = (t.cuda() for t in inputs())
+    got = module(x_hat, x, mu, log_var)
+    want = vae_loss(*inputs(), beta=0.7, capacity=2.0)
+    torch.testing.assert_close(tuple(t.cpu() for t in got), tuple(want))
+
+
+def test_repr():
+    module = VAELoss("bce", beta=0.3, reduction=("mean", "batchmean"), capacity=5.0)
+    assert repr(module) == (
+        "VAELoss(recon='bce', reduction=('mean', 'batchmean'), beta=0.3, free_bits=0.0, "
+        "capacity=5.0)"
+    )
+
+
+def test_settings_are_validated():
+    with pytest.raises(
+        ValueError, match=r"Argument recon should be one of 'mse', .* but given 'ce'"
+    ):
+        VAELoss("ce")
+    with pytest.raises(
+        ValueError, match=r"Argument reduction should be one of .* but given 'none'"
+    ):
+        VAELoss(reduction="none")
+    with pytest.raises(ValueError, match=r"Argument free_bits should be a finite number >= 0"):
+        VAELoss(free_bits=-0.1)
+    with pytest.raises(ValueError, match=r"Argument recon_var should be None unless recon="):
+        VAELoss(recon_var=2.0)
+    with pytest.raises(
+        TypeError,
+        match=r"Argument recon_var should be a float \(use vaekit.functional.vae_loss for a "
+        r"tensor\), but given Tensor",
+    ):
+        VAELoss("gaussian", recon_var=torch.ones(1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        VAELoss("mse", 1.0)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["beta", "capacity"])
+def test_setters_validate(name):
+    module = VAELoss(capacity=1.0)
+    for bad in (-1.0, math.nan, math.inf, torch.tensor(-1.0), torch.tensor(math.nan)):
+        with pytest.raises(ValueError, match=rf"Argument {name} should be a finite number >= 0"):
+            setattr(module, name, bad)
+    with pytest.raises(TypeError, match=rf"Argument {name} should be a float or a tensor"):
+        setattr(module, name, "0.5")
+    with pytest.raises(ValueError, match=rf"Argument {name} should be a one-element tensor"):
+        setattr(module, name, torch.ones(3))
+    assert getattr(module, name).item() == 1.0  # unchanged by the failed assignments
+
+
+def test_compiled_step_with_a_new_beta_every_step_compiles_once():
+    # A Python-float beta would compile twice (specialised, then dynamic); a buffer once.
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    reparam = GaussianReparam(8, 5)
+    loss_fn = VAELoss(capacity=0.0)
+
+    def step(h, x_hat, x):
+        _, mu, log_var = reparam(h)
+        return loss_fn(x_hat, x, mu, log_var)
+
+    counter = CompileCounter()
+    compiled = torch.compile(step, backend=counter, fullgraph=True)
+    h = torch.randn(6, 8)
+    x_hat, x, _, _ = inputs()
+    for i, beta in enumerate((0.1, 0.25, 0.7, 3.0, 0.0)):
+        loss_fn.beta = beta
+        loss_fn.capacity = 0.5 * i
+        got = compiled(h, x_hat, x)
+        _, mu, log_var = reparam(h)
+        want = vae_loss(x_hat, x, mu, log_var, beta=beta, capacity=0.5 * i)
+        torch.testing.assert_close(tuple(got), tuple(want))  # beta is read, not baked in
+    assert counter.frame_count == 1
+
+
+def test_compiled_equals_eager():
+    torch._dynamo.reset()
+    module = VAELoss("bce_with_logits", beta=0.5, free_bits=0.05)
+    compiled = torch.compile(module, fullgraph=True)
+    x_hat, x, mu, log_var = (t.requires_grad_() for t in inputs())
+    eager = module(x_hat, x, mu, log_var)
+    got = compiled(x_hat, x, mu, log_var)
+    torch.testing.assert_close(tuple(got), tuple(eager))
+    args = (x_hat, mu, log_var)
+    grads = torch.autograd.grad(got.loss, args)
+    torch.testing.assert_close(grads, torch.autograd.grad(eager.loss, args))
