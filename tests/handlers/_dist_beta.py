@@ -1,0 +1,54 @@
+"""Two gloo processes on the loopback drive one BetaController each with different KLs.
+
+Run as a script by tests/handlers/test_beta.py: ``python _dist_beta.py OUT_DIR PORT``. Each rank
+writes the beta its process function saw at every iteration, then the final beta, to
+``OUT_DIR/rank<r>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ITERATIONS = 12
+
+
+def rank_kl(rank: int, iteration: int, beta: float) -> float:
+    """The KL rank ``rank`` reports: it depends on beta, so the feedback loop matters."""
+    return 3.0 + 2.0 * rank + 0.1 * iteration - 5.0 * beta
+
+
+def make_controller() -> Any:
+    from vaekit.schedules import PIController
+
+    return PIController(2.0, kp=0.5, ki=0.05)
+
+
+def _run(local_rank: int, out_dir: str) -> None:
+    import ignite.distributed as idist
+    from ignite.engine import Engine
+
+    from vaekit.handlers import BetaController
+
+    rank = idist.get_rank()
+    seen: list[float] = []
+
+    def step(engine: Engine, batch: object) -> dict[str, float]:
+        seen.append(engine.state.beta)
+        return {"kl": rank_kl(rank, engine.state.iteration, engine.state.beta)}
+
+    trainer = Engine(step)
+    BetaController(make_controller()).attach(trainer)
+    trainer.run(range(ITERATIONS), max_epochs=1)
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps([*seen, trainer.state.beta]))
+
+
+if __name__ == "__main__":
+    import ignite.distributed as idist
+
+    with idist.Parallel(
+        backend="gloo", nproc_per_node=2, master_addr="127.0.0.1", master_port=int(sys.argv[2])
+    ) as parallel:
+        parallel.run(_run, sys.argv[1])
