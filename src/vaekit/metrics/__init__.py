@@ -5,4 +5,8 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("vaekit.metrics needs torchmetrics: pip install 'vaekit[metrics]'") from err
 
-__all__: list[str] = []
+from vaekit.metrics.active_units import ActiveUnits
+from vaekit.metrics.kl_per_dimension import KLPerDimension
+from vaekit.metrics.recon_kl_ratio import ReconKLRatio
+
+__all__ = ["ActiveUnits", "KLPerDimension", "ReconKLRatio"]

@@ -1,0 +1,216 @@
+"""Active units (Burda et al., 2016): latent elements whose posterior mean depends on the data."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.distributed import gather_all_tensors
+from torchmetrics.utilities.imports import _MATPLOTLIB_AVAILABLE
+from torchmetrics.utilities.plot import _AX_TYPE, _PLOT_OUT_TYPE
+
+from vaekit._checks import check_non_negative, check_tensor
+from vaekit.functional.monitors import (
+    _active_units_compute,
+    _active_units_rebase,
+    _active_units_update,
+    _check_batched,
+)
+from vaekit.metrics._base import _check_latent_shape, _SumStateMetric
+
+__all__ = ["ActiveUnits"]
+
+if not _MATPLOTLIB_AVAILABLE:  # pragma: no cover - matplotlib ships with the demo extra
+    __doctest_skip__ = ["ActiveUnits.plot"]
+
+
+class ActiveUnits(_SumStateMetric):
+    r"""Number of latent elements whose posterior mean varies across the data (Burda et al., 2016).
+
+    A latent element :math:`u` is active when the variance over the data of its posterior mean
+    exceeds a threshold (Burda, Grosse and Salakhutdinov, 2016, "Importance weighted
+    autoencoders", who use 0.01):
+
+    .. math::
+        A_u = \mathrm{Var}_x\big(\mathbb E_{q(u \mid x)}[u]\big) > \text{threshold}.
+
+    An inactive element encodes nothing about its input: its posterior has collapsed onto one
+    point for all data, usually the prior.
+
+    The variance is the population variance (divide by :math:`n`, not :math:`n - 1`) of the
+    means seen: Burda et al. define it as :math:`\mathrm{Cov}_x` under the data distribution,
+    which the samples seen are; it is defined from one sample on and merges exactly. The sample
+    variance is :math:`n / (n - 1)` times larger, which makes no difference to the count unless
+    a variance lies within that factor of the threshold.
+
+    **Exact and stable accumulation.** The accumulators are float64 sums, reduced by summation
+    across batches and processes: the count :math:`n`, :math:`S_1 = \sum (\mu - k)` and
+    :math:`S_2 = \sum (\mu - k)^2`, from which the variance is :math:`S_2/n - (S_1/n)^2`. With
+    :math:`k = 0` this difference of two large numbers loses every digit when the mean is large
+    relative to the spread (in float64, a relative error of about
+    :math:`10^{-16} (\bar\mu / \sigma)^2`). So the shift :math:`k`, a fourth state, is the mean
+    of the first batch, close to the mean of all data, and is kept by :meth:`reset` (which
+    keeps ``forward`` consistent). Sums about two shifts are combined by moving one set to the
+    other shift, :math:`S_1 + n\delta` and :math:`S_2 + 2\delta S_1 + n\delta^2`, exact algebra
+    on small numbers: ``merge_state`` moves the incoming sums to this metric's shift, and
+    before the states are summed across processes every process moves its sums to the shift of
+    process 0, so every process sums identical terms and gets the identical result (the shift
+    state is then reduced with ``max`` over equal copies). A distributed ``compute()`` needs
+    every process to have seen at least one sample, as the latent shape comes from the data.
+
+    ``update(mu)`` takes the posterior mean of shape ``(B, *latent)``; the first update fixes
+    ``latent`` for the lifetime of the metric. Inputs are detached. Before any update,
+    torchmetrics warns and the count is 0.
+
+    Args:
+        threshold: variance above which a latent element counts as active, ``>= 0``.
+        kwargs: torchmetrics' metric keyword arguments (``dist_sync_on_step``,
+            ``process_group``, ``sync_on_compute``, ...).
+
+    Raises:
+        TypeError: if ``threshold`` is not a number; at update, if ``mu`` is not a
+            floating-point tensor.
+        ValueError: if ``threshold`` is negative or not finite; at update, if ``mu`` has no
+            batch dimension or a latent shape other than the earlier updates'; at merge, if the
+            incoming latent shape differs.
+        RuntimeError: at a distributed ``compute()``, on a process that has seen no sample.
+
+    Example:
+        >>> import torch
+        >>> from vaekit.metrics import ActiveUnits
+        >>> au = ActiveUnits()
+        >>> _ = torch.manual_seed(0)
+        >>> for _ in range(4):
+        ...     x = torch.randn(32, 1)
+        ...     mu = torch.cat([x, 0.01 * x, torch.full_like(x, 1e4)], dim=1)
+        ...     au.update(mu)
+        >>> au.compute()  # variances about 1, 1e-4 and 0
+        tensor(1)
+    """
+
+    higher_is_better = True
+    plot_lower_bound = 0.0
+
+    total: Tensor
+    sum_mu: Tensor
+    sum_mu_sq: Tensor
+    shift: Tensor
+
+    def __init__(self, *, threshold: float = 0.01, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threshold = check_non_negative("threshold", threshold)
+        f64 = torch.float64
+        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("sum_mu", default=torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
+        self.add_state("sum_mu_sq", default=torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
+        # -inf marks "no shift yet"; "max" keeps the one shift all copies share once one is set.
+        self.add_state("shift", default=torch.tensor(-math.inf, dtype=f64), dist_reduce_fx="max")
+
+    def _has_shift(self) -> bool:
+        return self.shift.dim() > 0 or bool(torch.isfinite(self.shift))
+
+    def update(self, mu: Tensor) -> None:
+        """Add a batch of posterior means of shape ``(B, *latent)``."""
+        check_tensor("mu", mu)
+        _check_batched("mu", mu)
+        has_shift = self._has_shift()
+        _check_latent_shape("mu", mu, tuple(self.shift.shape) if has_shift else None)
+        if not has_shift and mu.shape[0] == 0:
+            return
+        sum_mu, sum_mu_sq, n, shift = _active_units_update(mu, self.shift if has_shift else None)
+        self.shift = shift
+        self.sum_mu = self.sum_mu + sum_mu
+        self.sum_mu_sq = self.sum_mu_sq + sum_mu_sq
+        self.total += n
+
+    def compute(self) -> Tensor:
+        """Return the number of active latent elements, an int64 scalar."""
+        return _active_units_compute(self.sum_mu, self.sum_mu_sq, self.total, self.threshold)
+
+    def reset(self) -> None:
+        """Reset the sums; the shift, a conditioning constant, is kept."""
+        shift = self.shift
+        super().reset()
+        self.shift = shift
+
+    def _aligned(self, incoming_state: dict[str, Any] | Metric) -> dict[str, Any] | Metric:
+        state: dict[str, Any]
+        if isinstance(incoming_state, ActiveUnits):
+            state = dict(incoming_state.metric_state)
+        elif isinstance(incoming_state, dict) and {"sum_mu", "sum_mu_sq", "total"} <= set(
+            incoming_state
+        ):
+            state = dict(incoming_state)
+            # A dict without a shift holds plain sums, i.e. sums about 0.
+            state.setdefault("shift", torch.zeros_like(state["sum_mu"], dtype=torch.float64))
+        else:
+            return incoming_state  # torchmetrics raises its own error
+        theirs: Tensor = state["shift"]
+        if not bool(state["total"] > 0):  # zero sums: about any shift
+            state["shift"] = self.shift
+            return state
+        if not self._has_shift():  # this metric's sums are zero
+            self.shift = theirs.clone()
+            return state
+        if theirs.shape != self.shift.shape:
+            raise ValueError(
+                f"Argument incoming_state should have latent shape {tuple(self.shift.shape)}, "
+                f"but given latent shape {tuple(theirs.shape)}"
+            )
+        state["sum_mu"], state["sum_mu_sq"] = _active_units_rebase(
+            state["sum_mu"], state["sum_mu_sq"], state["total"], theirs - self.shift
+        )
+        state["shift"] = self.shift
+        return state
+
+    def sync(
+        self,
+        dist_sync_fn: Callable[..., list[Tensor]] | None = None,
+        process_group: Any | None = None,
+        should_sync: bool = True,
+        distributed_available: Callable[[], bool] | None = None,
+    ) -> None:
+        """Move this process's sums to the shift of process 0, then sync as torchmetrics does."""
+        available = distributed_available or self.distributed_available_fn
+        if should_sync and not self._is_synced and callable(available) and available():
+            self._align_across_processes(
+                dist_sync_fn or gather_all_tensors, process_group or self.process_group
+            )
+        super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
+
+    def _align_across_processes(self, gather: Callable[..., list[Tensor]], group: Any) -> None:
+        if not self._has_shift():
+            raise RuntimeError(
+                "ActiveUnits needs at least one sample on every process before a distributed "
+                "compute(), but this process has seen none"
+            )
+        common = gather(self.shift, group=group)[0].to(self.shift)
+        self.sum_mu, self.sum_mu_sq = _active_units_rebase(
+            self.sum_mu, self.sum_mu_sq, self.total, self.shift - common
+        )
+        self.shift = common
+
+    def plot(
+        self, val: Tensor | Sequence[Tensor] | None = None, ax: _AX_TYPE | None = None
+    ) -> _PLOT_OUT_TYPE:
+        """Plot one count, or a sequence of counts as a curve over steps.
+
+        Args:
+            val: a result of ``forward``/``compute`` or a sequence of them; ``None`` computes.
+            ax: a matplotlib axis to draw on.
+
+        Returns:
+            The figure (``None`` when ``ax`` is given) and the axis.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.metrics import ActiveUnits
+            >>> au = ActiveUnits()
+            >>> values = [au(torch.randn(16, 8) * torch.linspace(0, 1, 8)) for _ in range(5)]
+            >>> fig, ax = au.plot(values)
+        """
+        return self._plot(val, ax)

@@ -1,0 +1,134 @@
+"""The mean KL of each latent element: where the information sits, and which units collapsed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.imports import _MATPLOTLIB_AVAILABLE
+from torchmetrics.utilities.plot import _AX_TYPE, _PLOT_OUT_TYPE
+
+from vaekit._checks import check_same_shape, check_tensor
+from vaekit.functional.monitors import (
+    _check_batched,
+    _kl_per_dimension_compute,
+    _kl_per_dimension_update,
+)
+from vaekit.metrics._base import _check_latent_shape, _SumStateMetric
+
+__all__ = ["KLPerDimension"]
+
+if not _MATPLOTLIB_AVAILABLE:  # pragma: no cover - matplotlib ships with the demo extra
+    __doctest_skip__ = ["KLPerDimension.plot"]
+
+
+class KLPerDimension(_SumStateMetric):
+    r"""Mean KL divergence from :math:`\mathcal N(0, 1)` of each latent element.
+
+    .. math::
+        \overline{\mathrm{KL}}_j = \frac1n \sum_{i=1}^{n}
+        \mathrm{KL}\big(\mathcal N(\mu_{ij}, \sigma^2_{ij}) \,\|\, \mathcal N(0, 1)\big),
+
+    with the per-element divergence of :func:`vaekit.functional.kl_divergence_normal`
+    (``reduction="none"``). Summed over :math:`j` it is the KL term of the ELBO per data point;
+    an element whose mean KL stays near 0 carries no information about the input (a collapsed
+    unit), so ``(metric.compute() < 0.01).sum()`` counts collapsed units, and the vector is what
+    a histogram of per-unit KL draws.
+
+    ``update(mu, log_var)`` takes the posterior mean and log-variance, both of shape
+    ``(B, *latent)``; the first update fixes ``latent`` for the lifetime of the metric. Inputs
+    are detached; the sums are float64. ``compute()`` returns a float64 tensor of shape
+    ``latent``; before any update, torchmetrics warns and the result is NaN.
+
+    Args:
+        kwargs: torchmetrics' metric keyword arguments (``dist_sync_on_step``,
+            ``process_group``, ``sync_on_compute``, ...).
+
+    Raises:
+        TypeError: at update, if ``mu`` or ``log_var`` is not a floating-point tensor.
+        ValueError: at update, if their shapes differ, they have no batch dimension, or their
+            latent shape differs from the earlier updates'.
+
+    Example:
+        >>> import torch
+        >>> from vaekit.metrics import KLPerDimension
+        >>> kl = KLPerDimension()
+        >>> kl.update(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 0.0]]))
+        >>> kl.update(torch.tensor([[0.0, 3.0]]), torch.tensor([[0.0, 0.0]]))
+        >>> kl.compute()  # (0.5 * 1 + 0.5 * 9) / 2 for the second element
+        tensor([0.0000, 2.5000], dtype=torch.float64)
+    """
+
+    higher_is_better = None
+    plot_lower_bound = 0.0
+
+    kl_sum: Tensor
+    total: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state(
+            "kl_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+        self._latent_shape: tuple[int, ...] | None = None
+
+    def update(self, mu: Tensor, log_var: Tensor) -> None:
+        """Add a batch of posterior means and log-variances of shape ``(B, *latent)``."""
+        check_tensor("mu", mu)
+        check_tensor("log_var", log_var)
+        check_same_shape("mu", mu, "log_var", log_var)
+        _check_batched("mu", mu)
+        _check_latent_shape("mu", mu, self._latent_shape)
+        kl_sum, n = _kl_per_dimension_update(mu, log_var)
+        self._latent_shape = tuple(mu.shape[1:])
+        self.kl_sum = self.kl_sum + kl_sum
+        self.total += n
+
+    def _aligned(self, incoming_state: dict[str, Any] | Metric) -> dict[str, Any] | Metric:
+        if isinstance(incoming_state, KLPerDimension):
+            theirs = incoming_state._latent_shape
+        elif isinstance(incoming_state, dict) and {"kl_sum", "total"} <= set(incoming_state):
+            seen = bool(incoming_state["total"] > 0)
+            theirs = tuple(incoming_state["kl_sum"].shape) if seen else None
+        else:
+            return incoming_state  # torchmetrics raises its own error
+        if theirs is not None and self._latent_shape not in (None, theirs):
+            raise ValueError(
+                f"Argument incoming_state should have latent shape {self._latent_shape}, "
+                f"but given latent shape {theirs}"
+            )
+        if theirs is not None:
+            self._latent_shape = theirs
+        return incoming_state
+
+    def compute(self) -> Tensor:
+        """Return the mean KL of each latent element, of shape ``latent``."""
+        return _kl_per_dimension_compute(self.kl_sum, self.total)
+
+    def plot(
+        self, val: Tensor | Sequence[Tensor] | None = None, ax: _AX_TYPE | None = None
+    ) -> _PLOT_OUT_TYPE:
+        """Plot the KL of each (flattened) latent element, or its evolution over steps.
+
+        Args:
+            val: a result of ``forward``/``compute`` or a sequence of them; ``None`` computes.
+            ax: a matplotlib axis to draw on.
+
+        Returns:
+            The figure (``None`` when ``ax`` is given) and the axis.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.metrics import KLPerDimension
+            >>> kl = KLPerDimension()
+            >>> values = [kl(torch.randn(16, 4), torch.randn(16, 4)) for _ in range(3)]
+            >>> fig, ax = kl.plot(values)
+        """
+        if val is None:
+            val = self.compute()
+        flat = val.flatten() if isinstance(val, Tensor) else [v.flatten() for v in val]
+        return self._plot(flat, ax)

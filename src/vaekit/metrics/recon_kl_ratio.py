@@ -1,0 +1,102 @@
+"""The balance of the two ELBO terms: reconstruction over KL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics.utilities.imports import _MATPLOTLIB_AVAILABLE
+from torchmetrics.utilities.plot import _AX_TYPE, _PLOT_OUT_TYPE
+
+from vaekit.functional.monitors import _recon_kl_ratio_compute, _recon_kl_ratio_update
+from vaekit.metrics._base import _SumStateMetric
+
+__all__ = ["ReconKLRatio"]
+
+if not _MATPLOTLIB_AVAILABLE:  # pragma: no cover - matplotlib ships with the demo extra
+    __doctest_skip__ = ["ReconKLRatio.plot"]
+
+
+class ReconKLRatio(_SumStateMetric):
+    r"""Ratio of the summed reconstruction loss to the summed KL term over everything seen.
+
+    .. math::
+        \mathrm{ratio} = \frac{\sum_i \mathrm{recon}_i}{\sum_i \mathrm{KL}_i}
+
+    It is a ratio of sums, never a mean of per-batch ratios, so it does not depend on how the
+    data is split into batches or processes. A ratio that keeps growing means the KL term is
+    being squeezed towards zero; a KL sum of exactly 0 (complete posterior collapse) gives
+    ``inf``. Before any update, torchmetrics warns and the result is NaN (0 / 0).
+
+    ``update(recon, kl)`` takes two floating-point tensors of equal shape, each element one
+    observation: per-sample vectors of shape ``(B,)`` or per-batch scalars, as long as both use
+    the same reduction. Inputs are detached; the sums are float64.
+
+    Args:
+        kwargs: torchmetrics' metric keyword arguments (``dist_sync_on_step``,
+            ``process_group``, ``sync_on_compute``, ...).
+
+    Raises:
+        TypeError: at update, if ``recon`` or ``kl`` is not a floating-point tensor.
+        ValueError: at update, if their shapes differ.
+
+    Example:
+        >>> import torch
+        >>> from vaekit.metrics import ReconKLRatio
+        >>> ratio = ReconKLRatio()
+        >>> ratio(torch.tensor([30.0, 50.0]), torch.tensor([2.0, 6.0]))  # this batch
+        tensor(10., dtype=torch.float64)
+        >>> ratio.update(torch.tensor(20.0), torch.tensor(2.0))
+        >>> ratio.compute()  # (30 + 50 + 20) / (2 + 6 + 2)
+        tensor(10., dtype=torch.float64)
+        >>> ratio.update(torch.tensor(10.0), torch.tensor(0.0))
+        >>> ratio.compute()  # 110 / 10: a ratio of sums, not the mean of 10, 10 and inf
+        tensor(11., dtype=torch.float64)
+    """
+
+    higher_is_better = None
+
+    recon_sum: Tensor
+    kl_sum: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state(
+            "recon_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state(
+            "kl_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+
+    def update(self, recon: Tensor, kl: Tensor) -> None:
+        """Add a batch of reconstruction losses and the KL terms that go with them."""
+        recon_sum, kl_sum = _recon_kl_ratio_update(recon, kl)
+        self.recon_sum += recon_sum
+        self.kl_sum += kl_sum
+
+    def compute(self) -> Tensor:
+        """Return the summed reconstruction loss over the summed KL."""
+        return _recon_kl_ratio_compute(self.recon_sum, self.kl_sum)
+
+    def plot(
+        self, val: Tensor | Sequence[Tensor] | None = None, ax: _AX_TYPE | None = None
+    ) -> _PLOT_OUT_TYPE:
+        """Plot one value, or a sequence of values as a curve over steps.
+
+        Args:
+            val: a result of ``forward``/``compute`` or a sequence of them; ``None`` computes.
+            ax: a matplotlib axis to draw on.
+
+        Returns:
+            The figure (``None`` when ``ax`` is given) and the axis.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> ratio = ReconKLRatio()
+            >>> values = [ratio(torch.rand(8) * 50, torch.rand(8) + 0.5) for _ in range(5)]
+            >>> fig, ax = ratio.plot(values)
+        """
+        return self._plot(val, ax)

@@ -1,0 +1,152 @@
+"""ActiveUnits: Burda et al.'s count from float64 shifted sums, exact across batches and merges."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchmetrics import MetricCollection
+
+from vaekit.functional.monitors import _active_units_variance
+from vaekit.metrics import ActiveUnits
+
+F64 = torch.float64
+
+
+def _mu(n: int, seed: int, offset: float = 0.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    scales = torch.tensor([0.0, 0.05, 0.2, 1.0], dtype=dtype)  # variances 0, 0.0025, 0.04, 1
+    g = torch.Generator().manual_seed(seed)
+    return offset + torch.randn(n, 4, generator=g, dtype=dtype) * scales
+
+
+def _variance(metric: ActiveUnits) -> torch.Tensor:
+    return _active_units_variance(metric.sum_mu, metric.sum_mu_sq, metric.total)
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(0.01, 2), (0.001, 3), (0.5, 1), (2.0, 0)])
+def test_count_against_reference(threshold: float, expected: int) -> None:
+    mu = _mu(4000, 0)
+    metric = ActiveUnits(threshold=threshold)
+    for chunk in mu.split(512):
+        metric.update(chunk)
+    reference = (mu.double().var(dim=0, correction=0) > threshold).sum()
+    assert metric.compute().item() == reference.item() == expected
+    assert metric.compute().dtype == torch.int64
+
+
+def test_latent_of_any_rank() -> None:
+    mu = torch.randn(64, 2, 3, 3, generator=torch.Generator().manual_seed(1))
+    mu[:, 0] = 0.5  # one channel collapsed onto a constant
+    metric = ActiveUnits()
+    metric.update(mu[:40])
+    metric.update(mu[40:])
+    assert metric.compute().item() == 9
+    torch.testing.assert_close(_variance(metric), mu.double().var(dim=0, correction=0))
+
+
+def test_large_mean_keeps_its_digits() -> None:
+    # float64 inputs with mean 1e8 and spread 1 over many batches: raw moments would cancel.
+    mu = 1e8 + torch.randn(3000, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
+    metric = ActiveUnits(threshold=0.9)
+    for chunk in mu.split(100):
+        metric(chunk)  # forward: the shift survives its internal reset
+    reference = (mu - 1e8).var(dim=0, correction=0)  # the subtraction is exact (Sterbenz)
+    torch.testing.assert_close(_variance(metric), reference, rtol=1e-12, atol=0)
+
+
+def test_shift_is_the_first_batch_mean_and_survives_reset() -> None:
+    metric = ActiveUnits()
+    first = _mu(8, 3, offset=5.0)
+    metric.update(first)
+    torch.testing.assert_close(metric.shift, first.double().mean(dim=0))
+    metric.reset()
+    torch.testing.assert_close(metric.shift, first.double().mean(dim=0))
+    second = _mu(6, 4, offset=-5.0)
+    metric.update(second)
+    torch.testing.assert_close(_variance(metric), second.double().var(dim=0, correction=0))
+
+
+def test_empty_first_batch_is_a_no_op() -> None:
+    metric = ActiveUnits()
+    metric.update(torch.zeros(0, 4))
+    mu = _mu(10, 5, offset=3.0)
+    metric.update(mu)
+    torch.testing.assert_close(metric.shift, mu.double().mean(dim=0))
+    assert metric.total.item() == 10
+
+
+def test_merge_rebases_onto_this_metrics_shift() -> None:
+    a, b = _mu(30, 6, offset=100.0), _mu(20, 7, offset=-100.0)
+    left, right = ActiveUnits(), ActiveUnits()
+    left.update(a)
+    right.update(b)
+    assert left.compute().item() == 2
+    left.merge_state(right)  # means 200 apart: the merged variance is large everywhere
+    both = torch.cat([a, b]).double()
+    torch.testing.assert_close(_variance(left), both.var(dim=0, correction=0))
+    assert left.compute().item() == 4  # a stale cache would still say 2
+
+
+def test_merge_dict_without_shift_holds_plain_sums() -> None:
+    a, b = _mu(30, 8, offset=2.0), _mu(20, 9, offset=2.0)
+    metric = ActiveUnits()
+    metric.update(a)
+    raw = {
+        "total": torch.tensor(20),
+        "sum_mu": b.double().sum(0),
+        "sum_mu_sq": b.double().square().sum(0),
+    }
+    metric.merge_state(raw)
+    torch.testing.assert_close(
+        _variance(metric), torch.cat([a, b]).double().var(dim=0, correction=0)
+    )
+
+
+def test_compute_groups_share_the_states() -> None:
+    mu = _mu(500, 10, offset=1.0)
+    collection = MetricCollection({"au_low": ActiveUnits(threshold=0.001), "au": ActiveUnits()})
+    for chunk in mu.split(100):
+        collection.update(chunk)
+    assert {k: v.item() for k, v in collection.compute().items()} == {"au_low": 3, "au": 2}
+
+
+def test_threshold_errors() -> None:
+    with pytest.raises(TypeError, match="Argument threshold should be a float, but given str"):
+        ActiveUnits(threshold="0.01")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match=r"Argument threshold should be a finite number >= 0, but given -0.1"
+    ):
+        ActiveUnits(threshold=-0.1)
+    with pytest.raises(
+        ValueError, match=r"Argument threshold should be a finite number >= 0, but given inf"
+    ):
+        ActiveUnits(threshold=float("inf"))
+
+
+def test_shape_errors() -> None:
+    metric = ActiveUnits()
+    with pytest.raises(TypeError, match="Argument mu should be a floating-point tensor"):
+        metric.update(torch.ones(3, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="Argument mu should have a batch dimension"):
+        metric.update(torch.tensor(1.0))
+    metric.update(torch.randn(3, 4))
+    with pytest.raises(
+        ValueError,
+        match=r"Argument mu should have shape \(B, 4\) like the earlier updates, "
+        r"but given mu.shape=\(3, 5\)",
+    ):
+        metric.update(torch.randn(3, 5))
+    other = ActiveUnits()
+    other.update(torch.randn(3, 2, 2))
+    with pytest.raises(
+        ValueError,
+        match=r"Argument incoming_state should have latent shape \(4,\), "
+        r"but given latent shape \(2, 2\)",
+    ):
+        metric.merge_state(other)
+
+
+def test_sync_without_any_sample_says_so() -> None:
+    with pytest.raises(
+        RuntimeError, match="ActiveUnits needs at least one sample on every process"
+    ):
+        ActiveUnits().sync(distributed_available=lambda: True)

@@ -1,0 +1,213 @@
+"""What all vaekit metrics share: exact accumulation, forward, merge_state, pickling, state_dict.
+
+Every metric runs against a plain float64 reference on the concatenated data.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import matplotlib
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import Tensor
+from torch.distributions import Normal, kl_divergence
+
+from vaekit.functional.monitors import _active_units_variance
+from vaekit.metrics import ActiveUnits, KLPerDimension, ReconKLRatio
+from vaekit.metrics._base import _SumStateMetric
+
+matplotlib.use("Agg")
+
+Batch = tuple[Tensor, ...]
+SCALES = torch.tensor([0.0, 0.05, 1.0, 3.0])  # active-unit variances 0, 0.0025, 1, 9
+
+
+@dataclass(frozen=True)
+class Case:
+    make: Callable[[], _SumStateMetric]
+    data: Callable[[int, int], Batch]  # (n, seed) -> update arguments
+    observe: Callable[[_SumStateMetric], Tensor]  # the float64 quantity compute() rests on
+    reference: Callable[[Batch], Tensor]  # the same quantity from the concatenated data
+    rtol: float = 1e-9  # against the reference; KL elements are float32 for float32 inputs
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _ratio_data(n: int, seed: int) -> Batch:
+    g = _gen(seed)
+    return torch.rand(n, generator=g) * 100, torch.rand(n, generator=g) * 3
+
+
+def _au_data(n: int, seed: int) -> Batch:
+    return (100.0 + torch.randn(n, 4, generator=_gen(seed)) * SCALES,)
+
+
+def _kl_data(n: int, seed: int) -> Batch:
+    g = _gen(seed)
+    return torch.randn(n, 2, 3, generator=g), torch.randn(n, 2, 3, generator=g)
+
+
+def _au_observe(m: _SumStateMetric) -> Tensor:
+    assert isinstance(m, ActiveUnits)
+    return _active_units_variance(m.sum_mu, m.sum_mu_sq, m.total)
+
+
+def _kl_reference(b: Batch) -> Tensor:
+    q = Normal(b[0].double(), (0.5 * b[1].double()).exp())
+    return kl_divergence(q, Normal(0.0, 1.0)).mean(dim=0)
+
+
+CASES = {
+    "ReconKLRatio": Case(
+        ReconKLRatio,
+        _ratio_data,
+        lambda m: m.compute(),
+        lambda b: b[0].double().sum() / b[1].double().sum(),
+    ),
+    "ActiveUnits": Case(
+        ActiveUnits, _au_data, _au_observe, lambda b: b[0].double().var(dim=0, correction=0)
+    ),
+    "KLPerDimension": Case(
+        KLPerDimension, _kl_data, lambda m: m.compute(), _kl_reference, rtol=1e-5
+    ),
+}
+
+
+def _cat(batches: list[Batch]) -> Batch:
+    return tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
+
+
+def _close(actual: Tensor, expected: Tensor, rtol: float = 1e-9) -> None:
+    torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=rtol, atol=1e-12 + rtol)
+
+
+@pytest.fixture(params=list(CASES))
+def case(request: pytest.FixtureRequest) -> Case:
+    return CASES[request.param]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@given(sizes=st.lists(st.integers(0, 9), min_size=1, max_size=5), seed=st.integers(0, 2**16))
+def test_batches_equal_one_update_on_concatenated_data(
+    name: str, sizes: list[int], seed: int
+) -> None:
+    case = CASES[name]
+    sizes[0] += 1  # at least one sample
+    batches = [case.data(n, seed + i) for i, n in enumerate(sizes)]
+    split, whole = case.make(), case.make()
+    for batch in batches:
+        split.update(*batch)
+    whole.update(*_cat(batches))
+    _close(case.observe(split), case.reference(_cat(batches)), case.rtol)
+    _close(case.observe(split), case.observe(whole))
+    if name == "ActiveUnits":
+        assert split.compute().item() == (case.reference(_cat(batches)) > 0.01).sum().item()
+
+
+def test_forward_returns_the_batch_value_and_accumulates(case: Case) -> None:
+    a, b = case.data(6, 0), case.data(4, 1)
+    metric, batch_only = case.make(), case.make()
+    metric(*a)
+    batch_value = metric(*b)
+    batch_only.update(*b)
+    torch.testing.assert_close(batch_value, batch_only.compute())
+    _close(case.observe(metric), case.reference(_cat([a, b])), case.rtol)
+    assert metric.update_count == 2
+
+
+def test_merge_state_refreshes_the_cached_result(case: Case) -> None:
+    # torchmetrics 1.9.0 keeps the result cached by compute() after merge_state: this fails
+    # without the guard in _SumStateMetric.merge_state.
+    a, b = case.data(5, 0), case.data(7, 1)
+    left, right = case.make(), case.make()
+    left.update(*a)
+    right.update(*b)
+    before = left.compute()
+    left.merge_state(right)
+    after = left.compute()
+    _close(case.observe(left), case.reference(_cat([a, b])), case.rtol)
+    if case.make is not ActiveUnits:  # a count can legitimately stay the same
+        assert not torch.equal(before, after)
+    torch.testing.assert_close(after, left.compute())
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_merge_into_a_fresh_metric(case: Case, as_dict: bool) -> None:
+    a, b = case.data(5, 2), case.data(3, 3)
+    left, right, fresh = case.make(), case.make(), case.make()
+    left.update(*a)
+    right.update(*b)
+    fresh.merge_state(left.metric_state if as_dict else left)  # no "compute before update"
+    fresh.merge_state(right.metric_state if as_dict else right)
+    _close(case.observe(fresh), case.reference(_cat([a, b])), case.rtol)
+    assert fresh.update_count == 2
+
+
+def test_merge_state_rejects_another_metric_class(case: Case) -> None:
+    other = ReconKLRatio() if case.make is not ReconKLRatio else KLPerDimension()
+    with pytest.raises(ValueError, match="Expected incoming state to be an instance of"):
+        case.make().merge_state(other)
+
+
+def test_pickle_and_clone_keep_the_state(case: Case) -> None:
+    a, b = case.data(5, 4), case.data(3, 5)
+    metric = case.make()
+    metric.update(*a)
+    for copy in (pickle.loads(pickle.dumps(metric)), metric.clone()):
+        copy.update(*b)
+        _close(case.observe(copy), case.reference(_cat([a, b])), case.rtol)
+    _close(case.observe(metric), case.reference(a), case.rtol)
+
+
+def test_module_state_dict_stays_empty(case: Case) -> None:
+    metric = case.make()
+    metric.update(*case.data(3, 0))
+    assert metric.state_dict() == {}
+
+
+def test_inputs_are_detached(case: Case) -> None:
+    batch = tuple(t.requires_grad_() for t in case.data(4, 0))
+    metric = case.make()
+    value = metric(*batch)
+    assert not value.requires_grad
+    assert not any(s.requires_grad for s in metric.metric_state.values())
+    assert metric.is_differentiable is False
+    assert metric.full_state_update is False
+
+
+def test_compute_before_update_warns(case: Case) -> None:
+    with pytest.warns(UserWarning, match="was called before the ``update`` method"):
+        value = case.make().compute()
+    if case.make is ActiveUnits:
+        assert value.item() == 0
+    else:
+        assert torch.isnan(value).all()
+
+
+def test_reset_starts_over(case: Case) -> None:
+    a, b = case.data(5, 6), case.data(4, 7)
+    metric = case.make()
+    metric.update(*a)
+    metric.compute()
+    metric.reset()
+    metric.update(*b)
+    _close(case.observe(metric), case.reference(b), case.rtol)
+
+
+def test_plot_draws_a_value_and_a_series(case: Case) -> None:
+    from matplotlib import pyplot as plt
+
+    metric = case.make()
+    values = [metric(*case.data(6, seed)) for seed in range(3)]
+    for val in (None, values):
+        fig, ax = metric.plot(val)
+        assert fig is not None
+        assert ax.lines or ax.patches
+        plt.close(fig)

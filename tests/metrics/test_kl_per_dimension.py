@@ -1,0 +1,92 @@
+"""KLPerDimension: the library's exact per-element KL, averaged over all samples seen."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from vaekit.functional import kl_divergence_normal
+from vaekit.metrics import KLPerDimension
+
+
+def _pair(n: int, seed: int, *latent: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *latent, generator=g), torch.randn(n, *latent, generator=g)
+
+
+@pytest.mark.parametrize("latent", [(), (5,), (2, 4, 4)])
+def test_mean_kl_per_element_against_torch_distributions(latent: tuple[int, ...]) -> None:
+    mu, log_var = _pair(50, 0, *latent)
+    metric = KLPerDimension()
+    for m, lv in zip(mu.split(16), log_var.split(16), strict=True):
+        metric.update(m, lv)
+    q = Normal(mu.double(), (0.5 * log_var.double()).exp())
+    reference = kl_divergence(q, Normal(0.0, 1.0)).mean(dim=0)
+    result = metric.compute()
+    assert result.shape == latent
+    assert result.dtype == torch.float64
+    torch.testing.assert_close(result, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_uses_the_library_kl() -> None:
+    mu, log_var = _pair(9, 1, 3)
+    log_var[:, 0] = 1e-4  # where the textbook formula loses its digits
+    metric = KLPerDimension()
+    metric.update(mu, log_var)
+    library = kl_divergence_normal(mu, log_var, reduction="none").double().mean(dim=0)
+    torch.testing.assert_close(metric.compute(), library, rtol=1e-12, atol=0)
+
+
+def test_sum_over_elements_is_the_batchmean_kl() -> None:
+    mu, log_var = _pair(32, 2, 6)
+    metric = KLPerDimension()
+    metric.update(mu, log_var)
+    batchmean = kl_divergence_normal(mu.double(), log_var.double())
+    torch.testing.assert_close(metric.compute().sum(), batchmean, rtol=1e-6, atol=0)
+
+
+def test_collapsed_units_show_zero_kl() -> None:
+    mu, log_var = _pair(20, 3, 4)
+    mu[:, 1], log_var[:, 1] = 0.0, 0.0  # unit 1 sits on the prior
+    metric = KLPerDimension()
+    metric.update(mu, log_var)
+    assert metric.compute()[1].item() == 0.0
+    assert (metric.compute() < 0.01).sum().item() == 1
+
+
+def test_errors() -> None:
+    metric = KLPerDimension()
+    msg = r"Argument mu should be a torch\.Tensor, but given NoneType"
+    with pytest.raises(TypeError, match=msg):
+        metric.update(None, torch.zeros(2, 3))
+    with pytest.raises(
+        ValueError,
+        match=r"Arguments mu and log_var should have the same shape, "
+        r"but given mu.shape=\(2, 3\) and log_var.shape=\(2, 4\)",
+    ):
+        metric.update(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="Argument mu should have a batch dimension"):
+        metric.update(torch.tensor(0.0), torch.tensor(0.0))
+    metric.update(*_pair(2, 4, 3))
+    with pytest.raises(
+        ValueError,
+        match=r"Argument mu should have shape \(B, 3\) like the earlier updates, "
+        r"but given mu.shape=\(2, 1\)",
+    ):
+        metric.update(*_pair(2, 4, 1))  # would broadcast silently without the check
+
+
+def test_merge_state_checks_the_latent_shape() -> None:
+    left, right = KLPerDimension(), KLPerDimension()
+    left.update(*_pair(2, 5, 3))
+    right.update(*_pair(2, 6, 1))
+    msg = r"Argument incoming_state should have latent shape \(3,\), but given latent shape \(1,\)"
+    with pytest.raises(ValueError, match=msg):
+        left.merge_state(right)
+    with pytest.raises(ValueError, match=msg):
+        left.merge_state(right.metric_state)
+    fresh = KLPerDimension()
+    fresh.merge_state(right)
+    with pytest.raises(ValueError, match=r"should have shape \(B, 1\) like the earlier updates"):
+        fresh.update(*_pair(2, 7, 3))
