@@ -5,7 +5,7 @@ The core needs only torch. :mod:`vaekit.metrics` needs the ``metrics`` extra (to
 extra; importing :mod:`vaekit` imports none of them.
 """
 
-from vaekit import functional
+from vaekit import functional, schedules
 from vaekit.functional.loss import VAELossOutput, convert_beta
 from vaekit.nn import GaussianReparam, GaussianSample, KLDivergenceNormal, VAELoss
 
@@ -20,4 +20,5 @@ __all__ = [
     "__version__",
     "convert_beta",
     "functional",
+    "schedules",
 ]
