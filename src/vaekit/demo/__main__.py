@@ -1,0 +1,165 @@
+"""The ``vaekit-demo`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from vaekit import VAELoss
+from vaekit.demo.config import SCHEDULES, DemoConfig, build_beta
+from vaekit.demo.data import DataError, load_data
+from vaekit.demo.report import format_table, read_csv, write_compare
+from vaekit.demo.train import launch
+
+__all__ = ["main"]
+
+_RECONS = ("bce_with_logits", "bce", "mse", "l1", "gaussian")
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = DemoConfig()
+    p = argparse.ArgumentParser(
+        prog="vaekit-demo",
+        description="Train a VAE with vaekit's components and draw what they do. Default data: "
+        "the 1,797 8x8 handwritten digits bundled with scikit-learn.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", help="an .npy/.npz/.pt array, (N, C, H, W) or (N, D), in [0, 1]")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--latent-dim", type=int, default=d.latent_dim)
+    p.add_argument(
+        "--schedule",
+        default="constant",
+        help=f"one of {','.join(SCHEDULES)}, or a comma-separated list to compare",
+    )
+    p.add_argument("--beta", type=float, default=d.beta, help="the final or constant beta")
+    p.add_argument("--free-bits", type=float, default=d.free_bits, help="nats per latent")
+    p.add_argument("--recon", choices=_RECONS, default=d.recon)
+    p.add_argument("--target-kl", type=float, default=d.target_kl, help="KL target of 'pi'")
+    p.add_argument(
+        "--recon-goal", type=float, default=d.recon_goal, help="reconstruction goal of 'geco'"
+    )
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam's learning rate")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", type=Path, default=Path("vaekit-out"), help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        help="data-parallel processes (gloo on CPU, NCCL on GPUs)",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``vaekit-demo`` with ``argv`` (default: the command line); returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    schedules = [s.strip() for s in args.schedule.split(",") if s.strip()]
+    unknown = [s for s in schedules if s not in SCHEDULES]
+    if not schedules or unknown or len(set(schedules)) != len(schedules):
+        parser.error(
+            f"--schedule should list distinct names of {', '.join(SCHEDULES)}, "
+            f"but given {args.schedule!r}"
+        )
+    for name in ("epochs", "batch_size", "latent_dim", "nproc_per_node"):
+        if getattr(args, name) < 1:
+            parser.error(
+                f"--{name.replace('_', '-')} should be >= 1, but given {getattr(args, name)}"
+            )
+    if not args.lr > 0:
+        parser.error(f"--lr should be > 0, but given {args.lr}")
+    try:
+        n = len(load_data(args.data))
+    except DataError as err:
+        print(f"vaekit-demo: error: {err}", file=sys.stderr)
+        return 2
+    if n < args.nproc_per_node:
+        parser.error(
+            f"--nproc-per-node should be <= the {n} samples, but given {args.nproc_per_node}"
+        )
+    config = DemoConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        latent_dim=args.latent_dim,
+        beta=args.beta,
+        free_bits=args.free_bits,
+        recon=args.recon,
+        target_kl=args.target_kl,
+        recon_goal=args.recon_goal,
+        lr=args.lr,
+        seed=args.seed,
+        data=None if args.data is None else str(args.data),
+        nproc_per_node=args.nproc_per_node,
+    )
+    problem = _check_settings(config, schedules, args.device)
+    if problem:
+        parser.error(problem)
+    outs = {s: args.out if len(schedules) == 1 else args.out / s for s in schedules}
+    problem = _check_resume(config, outs) if args.resume else None
+    if problem:
+        print(f"vaekit-demo: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        launch(config, outs, resume=args.resume, device=args.device)
+    except KeyboardInterrupt:
+        print(
+            f"\nvaekit-demo: interrupted; the last checkpoint is in {args.out}: run the same "
+            "command with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
+    runs = {s: read_csv(out / "metrics.csv") for s, out in outs.items()}
+    print(format_table(runs, config.latent_dim))
+    if len(schedules) > 1:
+        write_compare(args.out / "compare.png", runs)
+    print(
+        f"wrote {', '.join(sorted({str(o) for o in outs.values()}))}"
+        + (f" and {args.out / 'compare.png'}" if len(schedules) > 1 else "")
+    )
+    return 0
+
+
+def _check_settings(config: DemoConfig, schedules: list[str], device: str) -> str | None:
+    """What is wrong with the settings, in the components' own words, or None."""
+    try:
+        kind = torch.device(device).type
+        VAELoss(config.recon, beta=config.beta, free_bits=config.free_bits)
+        for schedule in schedules:
+            build_beta(schedule, config, total_steps=config.epochs)
+    except (RuntimeError, TypeError, ValueError) as err:
+        return str(err).splitlines()[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        return f"--device {device} is not available: torch sees no CUDA device"
+    return None
+
+
+def _check_resume(config: DemoConfig, outs: dict[str, Path]) -> str | None:
+    """Why ``--resume`` cannot continue, or None; a schedule not yet started starts afresh."""
+    started = [out for out in outs.values() if any((out / "checkpoints").glob("checkpoint_*.pt"))]
+    if not started:
+        where = ", ".join(str(out / "checkpoints") for out in outs.values())
+        return f"--resume: no checkpoint in {where}; run without --resume"
+    now = config.to_dict()
+    for out in started:
+        saved = json.loads((out / "config.json").read_text())
+        changed = [
+            f"--{k.replace('_', '-')} was {v!r}, now {now.get(k)!r}"
+            for k, v in saved.items()
+            if now.get(k) != v
+        ]
+        if changed:
+            return f"--resume needs the settings of the run it continues: {'; '.join(changed)}"
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The metrics of a demo run, attached to the engines through vaekit's Ignite bridge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from ignite.engine import Engine
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from vaekit.handlers import TorchMetricsAdapter
+from vaekit.metrics import ActiveUnits, KLPerDimension, ReconKLRatio
+
+__all__ = ["attach_metrics"]
+
+
+def _weighted(key: str) -> Callable[[Mapping[str, Tensor]], tuple[Tensor, Tensor]]:
+    return lambda out: (out[key], out["n"])
+
+
+def attach_metrics(trainer: Engine, evaluator: Engine) -> None:
+    """Attach the training-loss average to ``trainer`` and the monitors to ``evaluator``.
+
+    ``evaluator``'s outputs hold a batch's mean ``recon`` and ``kl`` (per data point), its
+    posterior ``mu`` and ``log_var`` and its size ``n``; weighting by ``n`` makes every metric
+    exact over the whole data, whatever the batch sizes and the number of processes.
+    """
+    TorchMetricsAdapter(MeanMetric(), output_transform=lambda o: o["loss"]).attach(
+        trainer, "train_loss"
+    )
+    for name in ("recon", "kl"):
+        TorchMetricsAdapter(MeanMetric(), output_transform=_weighted(name)).attach(evaluator, name)
+    TorchMetricsAdapter(
+        ReconKLRatio(), output_transform=lambda o: (o["recon"] * o["n"], o["kl"] * o["n"])
+    ).attach(evaluator, "recon_kl_ratio")
+    TorchMetricsAdapter(ActiveUnits(), output_transform=lambda o: o["mu"]).attach(
+        evaluator, "active_units"
+    )
+    TorchMetricsAdapter(
+        KLPerDimension(), output_transform=lambda o: (o["mu"], o["log_var"])
+    ).attach(evaluator, "kl_per_dim")

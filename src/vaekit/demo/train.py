@@ -1,0 +1,278 @@
+"""Training one VAE with Ignite: the engines, the beta handler, the metrics, the checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from vaekit import VAELoss
+from vaekit.demo.config import DemoConfig, build_beta
+from vaekit.demo.data import load_data
+from vaekit.demo.model import VAE
+from vaekit.demo.monitors import attach_metrics
+from vaekit.demo.report import write_csv, write_report, write_samples
+from vaekit.handlers import BetaController, BetaScheduler
+from vaekit.schedules import GECO, Controller
+
+__all__ = ["INTERRUPT_AT", "Batches", "History", "launch", "train"]
+
+# Test hook: (schedule, iteration) after which to raise KeyboardInterrupt, as a Ctrl-C would.
+INTERRUPT_AT: tuple[str, int] | None = None
+
+
+class Batches:
+    """Shuffled mini-batches of an in-memory tensor, one shard per process, fixed by the epoch.
+
+    The order depends only on ``seed`` and the epoch set with :meth:`set_epoch`, so a resumed
+    run sees the batches of the uninterrupted one. Every process gets the same number of
+    batches (``N`` is cut to a multiple of the world size), as data-parallel training needs.
+
+    Example:
+        >>> import torch
+        >>> from vaekit.demo.train import Batches
+        >>> batches = Batches(torch.arange(10.0), 4, seed=0)
+        >>> [b.tolist() for b in batches] == [b.tolist() for b in batches], len(batches)
+        (True, 3)
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+    ) -> None:
+        self.x, self.seed, self.rank, self.world_size = x, seed, rank, world_size
+        self.per_rank = math.ceil(batch_size / world_size)
+        self.shuffle, self.epoch = shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffle of ``epoch`` (0-based) for the next iteration."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) // self.world_size / self.per_rank)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        n = len(self.x) - len(self.x) % self.world_size
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(len(self.x), generator=g)[:n]
+        else:
+            order = torch.arange(n)
+        shard = order[self.rank :: self.world_size]
+        for i in range(0, len(shard), self.per_rank):
+            yield self.x[shard[i : i + self.per_rank]]
+
+
+def launch(config: DemoConfig, outs: Mapping[str, Path], *, resume: bool, device: str) -> None:
+    """Train one model per schedule of ``outs`` (schedule -> directory), in this process or
+    in ``config.nproc_per_node`` data-parallel ones (gloo on CPU, NCCL on GPUs, on loopback)."""
+    n = config.nproc_per_node
+    if n == 1:
+        _worker(0, config, outs, resume, device)
+        return
+    backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+    idist.spawn(
+        backend,
+        _worker,
+        (config, outs, resume, device),
+        nproc_per_node=n,
+        master_addr="127.0.0.1",
+        master_port=_free_port(),
+    )
+
+
+def _worker(
+    local_rank: int, config: DemoConfig, outs: Mapping[str, Path], resume: bool, device: str
+) -> None:
+    if idist.get_world_size() > 1:
+        device = str(idist.device())
+    for schedule, out in outs.items():
+        train(config, schedule, out, resume=resume, device=device)
+    # No process leaves (and tears down the group) while rank 0 still writes its reports.
+    idist.barrier()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device: str) -> None:
+    """Train one model with ``schedule`` into ``out``; every process of the group calls it."""
+    rank, world = idist.get_rank(), idist.get_world_size()
+    x = load_data(config.data)
+    torch.manual_seed(config.seed)
+    model: nn.Module = VAE(tuple(x.shape[1:]), latent_dim=config.latent_dim).to(device)
+    if world > 1:  # DDP; alone, auto_model would move the model to a GPU whatever --device says
+        model = idist.auto_model(model)
+    optimizer = idist.auto_optim(torch.optim.Adam(model.parameters(), lr=config.lr))
+    loss_fn = VAELoss(config.recon, free_bits=config.free_bits).to(device)
+    data = Batches(x, config.batch_size, seed=config.seed, rank=rank, world_size=world)
+    # Uneven evaluation shards, all of the data: the metrics reduce exactly across processes.
+    eval_data = Batches(x[rank::world], 512, seed=0, shuffle=False)
+
+    trainer = Engine(_train_step(model, optimizer, loss_fn, config, device))
+    evaluator = Engine(_eval_step(model, config, device))
+    trainer.logger.setLevel(logging.CRITICAL)  # a Ctrl-C is reported once, by main()
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: data.set_epoch(e.state.epoch - 1))
+    steps = config.epochs * len(data)
+    beta = _attach_beta(trainer, build_beta(schedule, config, steps), loss_fn)
+    attach_metrics(trainer, evaluator)
+    history = History()
+    trainer.add_event_handler(
+        Events.ITERATION_STARTED, lambda _: history.betas.append(float(loss_fn.beta))
+    )
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def evaluate(engine: Engine) -> None:
+        metrics = {**engine.state.metrics, **evaluator.run(eval_data).metrics}
+        history.append(engine.state.epoch, engine.state.iteration, metrics)
+
+    to_save = {
+        "model": model,
+        "optimizer": optimizer,
+        "trainer": trainer,
+        "beta": beta,
+        "history": history,
+    }
+    saver = DiskSaver(out / "checkpoints", require_empty=False)
+    # Two kept: Ignite removes the older file before writing the newer one, and a Ctrl-C between
+    # the two must still leave a complete checkpoint behind.
+    checkpoint = Checkpoint(to_save, saver, n_saved=2, include_self=True)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
+    last = _last_checkpoint(out) if resume else None
+    if last is not None:
+        Checkpoint.load_objects({**to_save, "checkpointer": checkpoint}, last)
+    elif rank == 0:  # a fresh run: no stale checkpoint for a later --resume to pick up
+        for old in (out / "checkpoints").glob("checkpoint_*.pt"):
+            old.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if INTERRUPT_AT is not None and INTERRUPT_AT[0] == schedule:
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED(once=INTERRUPT_AT[1]), _keyboard_interrupt
+        )
+    if rank == 0 and sys.stderr.isatty():  # a bar in a terminal, no carriage returns in logs
+        ProgressBar(desc=schedule).attach(
+            trainer, output_transform=lambda out: {"loss": out["loss"]}, state_attributes=["beta"]
+        )
+    if trainer.state.epoch < config.epochs:
+        trainer.run(data, max_epochs=config.epochs)
+    if rank == 0:
+        write_csv(out / "metrics.csv", history.rows)
+        title = f"vaekit-demo --schedule {schedule} --beta {config.beta:g}: {len(x)} samples"
+        write_report(out / "report.png", history.rows, history.betas, title)
+        write_samples(out / "samples.png", _unwrap(model), x, config.latent_dim, config.seed)
+
+
+Step = Callable[[Engine, Tensor], dict[str, Tensor]]
+
+
+def _train_step(
+    model: nn.Module, optimizer: Optimizer, loss_fn: VAELoss, config: DemoConfig, device: str
+) -> Step:
+    rank = idist.get_rank()
+
+    def step(engine: Engine, batch: Tensor) -> dict[str, Tensor]:
+        model.train()
+        batch = batch.to(device)
+        # The noise is a function of (seed, iteration, rank) alone: a resumed run redraws it.
+        seed = (config.seed * 1_000_003 + engine.state.iteration) * 1_009 + rank
+        logits, post = model(batch, generator=torch.Generator(device).manual_seed(seed))
+        out = loss_fn(_x_hat(logits, config.recon), batch, post.mu, post.log_var)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        return {"loss": out.loss.detach(), "recon": out.recon.detach(), "kl": out.kl.detach()}
+
+    return step
+
+
+def _eval_step(model: nn.Module, config: DemoConfig, device: str) -> Step:
+    probe = VAELoss(config.recon).to(device)  # the true KL, without free bits
+
+    @torch.no_grad()
+    def step(engine: Engine, batch: Tensor) -> dict[str, Tensor]:
+        model.eval()
+        batch = batch.to(device)
+        logits, post = model(batch)  # in eval(), z is the posterior mean
+        out = probe(_x_hat(logits, config.recon), batch, post.mu, post.log_var)
+        n = torch.tensor(float(len(batch)), device=device)
+        return {"recon": out.recon, "kl": out.kl, "mu": post.mu, "log_var": post.log_var, "n": n}
+
+    return step
+
+
+def _x_hat(logits: Tensor, recon: str) -> Tensor:
+    return logits if recon == "bce_with_logits" else torch.sigmoid(logits)
+
+
+def _attach_beta(trainer: Engine, beta: Any, loss_fn: VAELoss) -> BetaScheduler | BetaController:
+    if isinstance(beta, Controller):
+        key = "recon" if isinstance(beta, GECO) else "kl"
+        handler: Any = BetaController(beta, output_transform=lambda out: out[key], target=loss_fn)
+    else:
+        handler = BetaScheduler(beta, target=loss_fn)
+    handler.attach(trainer)
+    return handler  # type: ignore[no-any-return]
+
+
+def _keyboard_interrupt(engine: Engine) -> None:
+    raise KeyboardInterrupt
+
+
+def _unwrap(model: nn.Module) -> VAE:
+    inner = getattr(model, "module", model)
+    assert isinstance(inner, VAE)
+    return inner
+
+
+def _last_checkpoint(out: Path) -> Path | None:
+    files = (out / "checkpoints").glob("checkpoint_*.pt")
+    return max(files, key=lambda p: int(p.stem.rsplit("_", 1)[1]), default=None)
+
+
+class History:
+    """The per-epoch metrics, kept in the checkpoint so that a resumed run writes them all."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+        self.betas: list[float] = []
+
+    def append(self, epoch: int, iteration: int, metrics: Mapping[str, Any]) -> None:
+        """Add the row of ``epoch``, whose last iteration used the last of :attr:`betas`."""
+        beta = self.betas[-1]
+        row = {"epoch": float(epoch), "iteration": float(iteration), "beta": beta}
+        row["loss"] = float(metrics["recon"]) + beta * float(metrics["kl"])
+        for name, value in metrics.items():
+            if isinstance(value, Tensor) and value.dim() > 0:
+                row.update({f"{name}_{i}": float(v) for i, v in enumerate(value.flatten())})
+            else:
+                row[name] = float(value)
+        self.rows.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(r) for r in self.rows], "betas": list(self.betas)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rows = [dict(r) for r in state["rows"]]
+        self.betas = list(state["betas"])
