@@ -30,9 +30,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--data", help="an .npy/.npz/.pt array, (N, C, H, W) or (N, D), in [0, 1]")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--latent-dim", type=int, default=d.latent_dim)
+    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the data")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
+    p.add_argument("--latent-dim", type=int, default=d.latent_dim, help="latent units")
     p.add_argument(
         "--schedule",
         default="constant",
@@ -40,13 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--beta", type=float, default=d.beta, help="the final or constant beta")
     p.add_argument("--free-bits", type=float, default=d.free_bits, help="nats per latent")
-    p.add_argument("--recon", choices=_RECONS, default=d.recon)
+    p.add_argument("--recon", choices=_RECONS, default=d.recon, help="reconstruction loss")
     p.add_argument("--target-kl", type=float, default=d.target_kl, help="KL target of 'pi'")
     p.add_argument(
         "--recon-goal", type=float, default=d.recon_goal, help="reconstruction goal of 'geco'"
     )
     p.add_argument("--lr", type=float, default=d.lr, help="Adam's learning rate")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of data order and init")
     p.add_argument("--out", type=Path, default=Path("vaekit-out"), help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
