@@ -343,6 +343,10 @@ def _kl_forward(
     mode: str,
     scale: float = 1.0,
 ) -> Tensor:
+    if mu.numel() <= _SMALL:  # the common small latent: as few operations as possible
+        kl2 = _twice_kl_float64(mu, log_var, prior_mu, prior_log_var)
+        dtype = _compute_dtype(mu, log_var, prior_mu, prior_log_var)
+        return _reduce_mode(kl2, mode).mul_(0.5 * scale).to(dtype)
     kl = _kl_unscaled(mu, log_var, prior_mu, prior_log_var, mode)
     return kl if scale == 1.0 else kl.mul_(scale)
 
@@ -396,11 +400,15 @@ def _kl_grads(
     return grad_mu.to(mu.dtype), grad_lv.to(log_var.dtype), grad_pm, grad_plv
 
 
-def _chunked_grads(grad: Tensor, mu: Tensor, log_var: Tensor) -> tuple[Tensor, Tensor]:
-    """The gradients without a prior for a scalar ``grad``. Above _SMALL elements, chunk by
-    chunk in the cache, with ``exp(lv) - 1`` for the slower ``expm1(lv)``: an absolute error of
-    half an ulp of ``max(1, exp(lv))``, the precision of the sum it is a part of."""
-    half = grad * 0.5
+def _chunked_grads(
+    grad: Tensor, mu: Tensor, log_var: Tensor, scale: float
+) -> tuple[Tensor, Tensor]:
+    """The gradients without a prior for a scalar ``grad`` of a sum scaled by ``scale``. Above
+    _SMALL elements, chunk by chunk in the cache, with ``exp(lv) - 1`` for the slower
+    ``expm1(lv)``: an absolute error of half an ulp of ``max(1, exp(lv))``, the precision of
+    the sum it is a part of."""
+    half = grad * (0.5 * scale)
+    grad = grad * scale
     if mu.numel() <= _SMALL:
         return mu * grad, torch.expm1(log_var).mul_(half)
     if mu.numel() <= _chunk(mu):
@@ -433,8 +441,6 @@ class _FusedKL(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         mu, log_var, prior_mu, prior_log_var = ctx.saved_tensors
-        if ctx.scale != 1.0:
-            grad = grad * ctx.scale
         fast = (
             ctx.mode == "sum"
             and prior_mu is None
@@ -443,7 +449,9 @@ class _FusedKL(torch.autograd.Function):
             and not torch.is_grad_enabled()  # double backward needs differentiable ops
         )
         if fast:
-            return (*_chunked_grads(grad, mu, log_var), None, None, None, None)
+            return (*_chunked_grads(grad, mu, log_var, ctx.scale), None, None, None, None)
+        if ctx.scale != 1.0:
+            grad = grad * ctx.scale
         if ctx.mode == "batch":
             grad = grad.unsqueeze(0)
         return (*_kl_grads(grad, mu, log_var, prior_mu, prior_log_var), None, None)
