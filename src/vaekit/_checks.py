@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 REDUCTIONS = ("none", "mean", "sum", "batchmean")
@@ -84,3 +85,15 @@ def check_free_bits(free_bits: object, reduction: str) -> float:
             f"batch average, but given free_bits={value}"
         )
     return value
+
+
+def result_dtype(*tensors: Tensor | None) -> torch.dtype:
+    """The dtype vaekit computes and returns in: float32, or float64 if an input is float64.
+
+    Half-precision inputs are promoted: a float16 sum over a latent or an image overflows.
+    """
+    dtype = torch.float32
+    for t in tensors:
+        if t is not None:
+            dtype = torch.promote_types(dtype, t.dtype)
+    return dtype

@@ -15,10 +15,9 @@ from vaekit.demo.config import SCHEDULES, DemoConfig, build_beta
 from vaekit.demo.data import DataError, load_data
 from vaekit.demo.report import format_table, read_csv, write_compare
 from vaekit.demo.train import launch
+from vaekit.functional.loss import RECONS
 
 __all__ = ["main"]
-
-_RECONS = ("bce_with_logits", "bce", "mse", "l1", "gaussian")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--beta", type=float, default=d.beta, help="the final or constant beta")
     p.add_argument("--free-bits", type=float, default=d.free_bits, help="nats per latent")
-    p.add_argument("--recon", choices=_RECONS, default=d.recon, help="reconstruction loss")
+    p.add_argument("--recon", choices=RECONS, default=d.recon, help="reconstruction loss")
     p.add_argument("--target-kl", type=float, default=d.target_kl, help="KL target of 'pi'")
     p.add_argument(
         "--recon-goal", type=float, default=d.recon_goal, help="reconstruction goal of 'geco'"

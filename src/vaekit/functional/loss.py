@@ -17,6 +17,7 @@ from vaekit._checks import (
     check_positive_int,
     check_same_shape,
     check_tensor,
+    result_dtype,
 )
 from vaekit.functional.kl import kl_divergence_normal
 
@@ -359,13 +360,6 @@ def _kl_weight(
     return scale(kl_reduction, latent_size) / scale(recon_reduction, input_size)
 
 
-def _compute_dtype(*tensors: Tensor) -> torch.dtype:
-    dtype = torch.float32
-    for t in tensors:
-        dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
-
-
 def _as(value: float | Tensor, like: Tensor) -> float | Tensor:
     return value.reshape(()).to(like.dtype) if isinstance(value, Tensor) else value
 
@@ -373,7 +367,7 @@ def _as(value: float | Tensor, like: Tensor) -> float | Tensor:
 def _recon_elementwise(
     x_hat: Tensor, x: Tensor, recon: str | ReconFn, recon_var: float | Tensor
 ) -> Tensor:
-    dtype = _compute_dtype(x_hat, x)
+    dtype = result_dtype(x_hat, x)
     if not isinstance(recon, str):
         loss = recon(x_hat, x)
         if not isinstance(loss, Tensor):
