@@ -186,36 +186,26 @@ def kl_forward(
     mode: str,
     scale: float = 1.0,
 ) -> Tensor:
-    if mu.numel() <= _SMALL:  # the common small latent: as few operations as possible
-        kl2 = _twice_kl_float64(mu, log_var, prior_mu, prior_log_var)
-        dtype = result_dtype(mu, log_var, prior_mu, prior_log_var)
-        return _reduce_mode(kl2, mode).mul_(0.5 * scale).to(dtype)
-    kl = _kl_unscaled(mu, log_var, prior_mu, prior_log_var, mode)
-    return kl if scale == 1.0 else kl.mul_(scale)
-
-
-def _kl_unscaled(
-    mu: Tensor,
-    log_var: Tensor,
-    prior_mu: Tensor | None,
-    prior_log_var: Tensor | None,
-    mode: str,
-) -> Tensor:
+    """The KL in ``mode``, times ``scale``, with no autograd: the forward of :class:`FusedKL`."""
     dtype = result_dtype(mu, log_var, prior_mu, prior_log_var)
+    if mu.numel() <= _SMALL:  # fewest operations: the half and the scale in one multiplication
+        kl2 = _twice_kl_float64(mu, log_var, prior_mu, prior_log_var)
+        return _reduce_mode(kl2, mode).mul_(0.5 * scale).to(dtype)
     if mu.numel() <= _chunk(mu):
-        return _kl_chunk(mu, log_var, prior_mu, prior_log_var, mode).to(dtype)
-    if prior_mu is None and prior_log_var is None and mode != "batch":
+        kl = _kl_chunk(mu, log_var, prior_mu, prior_log_var, mode)
+    elif prior_mu is None and prior_log_var is None and mode != "batch":
         parts = [_kl_chunk(m, lv, None, None, mode) for m, lv in _flat_chunks(mu, log_var)]
         kl = torch.cat(parts).view(mu.shape) if mode == "none" else torch.stack(parts).sum()
-        return kl.to(dtype)
-    # whole rows, which a prior broadcasts over and free bits sum over
-    step = max(1, _chunk(mu) // mu[0].numel())
-    parts = []
-    for start in range(0, mu.shape[0], step):
-        rows = slice(start, start + step)
-        pm, plv = _rows(prior_mu, rows, mu), _rows(prior_log_var, rows, mu)
-        parts.append(_kl_chunk(mu[rows], log_var[rows], pm, plv, mode))
-    return (torch.cat(parts) if mode == "none" else torch.stack(parts).sum(0)).to(dtype)
+    else:  # whole rows, which a prior broadcasts over and free bits sum over
+        step = max(1, _chunk(mu) // mu[0].numel())
+        parts = []
+        for start in range(0, mu.shape[0], step):
+            rows = slice(start, start + step)
+            pm, plv = _rows(prior_mu, rows, mu), _rows(prior_log_var, rows, mu)
+            parts.append(_kl_chunk(mu[rows], log_var[rows], pm, plv, mode))
+        kl = torch.cat(parts) if mode == "none" else torch.stack(parts).sum(0)
+    kl = kl.to(dtype)
+    return kl if scale == 1.0 else kl.mul_(scale)
 
 
 def _kl_grads(
