@@ -248,6 +248,63 @@ def test_half_precision_chunked_matches_float64_of_the_half_values(small_chunks)
     torch.testing.assert_close(log_var.grad, want_grad.half())  # float16 tolerance
 
 
+# ---------------------------------------------------------------- the float32 sum on CPU
+
+
+def exact_twice_kl_sum(mu, log_var):
+    """2 * sum(KL) from N(0, I) in float64 to float64 precision, of the float32 values."""
+    return (mu.double() ** 2 + expm1_minus_x(log_var)).sum()
+
+
+@pytest.mark.parametrize("chunk", [1 << 16, 1000, 4097])  # one chunk; many, with a tail
+@pytest.mark.parametrize("scale", [1.0, 0.01])
+def test_float32_sum_matches_float64_within_a_float32_ulp(chunk, scale, monkeypatch):
+    monkeypatch.setattr(kl_module, "_SUM_CHUNK", chunk)
+    g = torch.Generator().manual_seed(3)
+    mu = torch.randn(50, 200, generator=g) * scale
+    log_var = torch.randn(50, 200, generator=g) * 3 * scale
+    got = kl_divergence_normal(mu, log_var, reduction="sum").double()
+    want = 0.5 * exact_twice_kl_sum(mu, log_var)
+    assert abs(got - want) <= 2**-23 * want
+
+
+@pytest.mark.parametrize("spread", [1e-6, 1e-4, 1e-2])
+def test_float32_sum_near_the_prior_is_recomputed_exactly(spread):
+    # Every latent at its prior: the sum averages below _SUM_FLOOR per element, where e^lv's
+    # rounding in float64 (2^-52 near 1) would show, and expm1 recomputes it.
+    g = torch.Generator().manual_seed(4)
+    log_var = (torch.rand(40, 300, generator=g) * 2 - 1) * spread
+    mu = torch.randn(40, 300, generator=g) * spread / 10
+    got = kl_divergence_normal(mu, log_var, reduction="sum").double()
+    want = 0.5 * exact_twice_kl_sum(mu, log_var)
+    assert abs(got - want) <= 2**-23 * want
+    zeros = torch.zeros(40, 300)
+    assert kl_divergence_normal(zeros, zeros, reduction="sum").item() == 0.0
+
+
+def test_float32_sum_overflows_to_inf_and_keeps_nan():
+    mu, log_var = torch.zeros(40, 300), torch.zeros(40, 300)
+    log_var[3, 7] = 100.0  # e^100 overflows float32: so does the true KL
+    assert kl_divergence_normal(mu, log_var).item() == float("inf")
+    log_var[3, 7] = -1e30  # KL = 5e29: large, finite
+    assert kl_divergence_normal(mu, log_var, reduction="sum").item() == pytest.approx(5e29)
+    log_var[3, 7] = float("nan")
+    assert kl_divergence_normal(mu, log_var).isnan()
+
+
+def test_float32_sum_gradients_match_float64_and_are_zero_at_the_prior():
+    g = torch.Generator().manual_seed(5)
+    mu, log_var = (torch.randn(40, 300, generator=g).requires_grad_() for _ in range(2))
+    with torch.no_grad():
+        log_var[0] = 0.0
+    kl_divergence_normal(mu, log_var, reduction="mean").backward()
+    n = mu.numel()
+    torch.testing.assert_close(mu.grad, mu.detach() / n, rtol=2**-23, atol=0)
+    want = 0.5 * torch.expm1(log_var.detach().double()) / n
+    torch.testing.assert_close(log_var.grad.double(), want, rtol=1e-6, atol=2**-24 / n)
+    assert (log_var.grad[0] == 0).all()
+
+
 # ---------------------------------------------------------------- saved tensors
 
 

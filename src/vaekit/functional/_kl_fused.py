@@ -8,7 +8,12 @@ Eager, an autograd Function saves only the inputs, and backward recomputes what 
 - Up to _SMALL elements, where the number of operations sets the time, and for float64
   inputs: expm1(d) - d in float64. For a float32 d its error, 2^-53 |d|, is below a float32
   ulp of the result (2^-23 relative) wherever |d| >= 2^-28, and below 2^-80 under it.
-- Above, expm1 (several times slower than exp on CPU) is avoided: a series near 0, see
+- Above, a float32 sum on CPU without a prior (the KL term of a training step), see
+  _twice_kl_sum: e^d - d summed in float64, minus one per element, in chunks that stay in the
+  L2 cache. expm1 is several times slower than exp on CPU; the rounding of exp in float64,
+  2^-52 absolute near d = 0, is far below a float32 ulp of the sum unless the sum averages
+  less than _SUM_FLOOR per element (every latent at its prior), and there expm1 recomputes it.
+- Otherwise (elementwise, free bits, a prior, half precision, CUDA): a series near 0, see
   _half_expm1_minus_x, relative error <= 4e-7 (measured: 3.6e-7) wherever the result is a
   normal float32, on CPU in chunks of _CHUNK elements per thread whose temporaries stay in
   the L2 cache and are updated in place, since eager PyTorch makes one pass over memory per
@@ -31,10 +36,15 @@ from torch import Tensor
 
 from vaekit._checks import result_dtype
 
-__all__ = ["FusedKL", "kl_forward", "kl_traced"]
+__all__ = ["FusedKL", "FusedKLSum", "kl_forward", "kl_sum_forward", "kl_traced"]
 
 _SMALL = 1 << 12
 _CHUNK = 1 << 15  # at::internal::GRAIN_SIZE: 128 KiB a temporary, 4 or 5 of them in L2
+# Twice the KL per element, on average, below which _twice_kl_sum recomputes with expm1. Per
+# element, exp's rounding in float64 and the float64 sums err by at most 4e-15 (1 + e^d + |d|),
+# at most 1.2e-14 (1 + 2 KL): 3e-8 of the sum at the floor, less above it.
+_SUM_FLOOR = 4e-7
+_SUM_CHUNK = 1 << 16  # 512 KiB of float64 buffer and 512 KiB of input per thread, in L2
 # (e^x - 1 - x) / (2 x^2) on [-1, 1] as a polynomial in x, lowest degree first: the degree-6
 # Chebyshev interpolant (numpy.polynomial.chebyshev.chebinterpolate, then cheb2poly), relative
 # error 1.1e-7; compiled in float64, the Taylor series up to 1/18!, its next term below 2^-53.
@@ -49,6 +59,7 @@ _SERIES_FLOAT32 = (
 )
 _SERIES_FLOAT64 = tuple(0.5 / math.factorial(k + 2) for k in range(17))
 _SERIES_TENSORS = tuple(torch.tensor(a) for a in _SERIES_FLOAT32)  # addcmul's 0-dim operands
+_ZERO = torch.zeros(())  # addcmul(_ZERO, a, b, value=c) is a * b * c in one operation
 
 
 def _half_expm1_minus_x(x: Tensor) -> Tensor:
@@ -114,6 +125,38 @@ def _kl_chunk(
     pm = None if prior_mu is None else prior_mu.to(dtype)
     plv = None if prior_log_var is None else prior_log_var.to(dtype)
     return _reduce_mode(_kl_series(mu.to(dtype), log_var.to(dtype), pm, plv), mode)
+
+
+def _twice_kl_sum(mu: Tensor, log_var: Tensor) -> float:
+    """Twice the KL from N(0, I) summed over all elements, as a Python float (float64).
+
+    Chunk by chunk, in float64: sum(e^lv) - sum(lv) - the chunk's size, plus ``dot(mu, mu)``,
+    through one float64 buffer of a chunk's size. Where the result averages less than
+    _SUM_FLOOR per element, the float64 rounding of e^lv near 1 could show, and
+    ``expm1(lv) - lv`` sums it again. The scalars reach the host, which costs nothing on CPU.
+    """
+    mu, log_var = mu.reshape(-1), log_var.reshape(-1)
+    chunk = _SUM_CHUNK * torch.get_num_threads()
+    lv64 = torch.empty(min(mu.numel(), chunk), dtype=torch.float64)
+    total = _chunk_sums(mu, log_var, lv64, exact=False)
+    if total < _SUM_FLOOR * mu.numel():  # False for NaN, which stays
+        total = _chunk_sums(mu, log_var, lv64, exact=True)
+    return total
+
+
+def _chunk_sums(mu: Tensor, log_var: Tensor, lv64: Tensor, *, exact: bool) -> float:
+    total = 0.0
+    size = lv64.numel()
+    for m, lv in zip(torch.split(mu, size), torch.split(log_var, size), strict=True):
+        n = m.numel()
+        x = (lv64 if n == size else lv64[:n]).copy_(lv)
+        if exact:
+            total += torch.expm1(x).sub_(x).sum().item()
+        else:  # the sum of lv first, then e^lv in place: one buffer, one pass fewer
+            sum_lv = x.sum().item()
+            total += x.exp_().sum().item() - sum_lv - n
+        total += torch.dot(m, m).item()
+    return total
 
 
 def _reduce_mode(kl: Tensor, mode: str) -> Tensor:
@@ -233,25 +276,17 @@ def _kl_grads(
     return grad_mu.to(mu.dtype), grad_lv.to(log_var.dtype), grad_pm, grad_plv
 
 
-def _chunked_grads(
-    grad: Tensor, mu: Tensor, log_var: Tensor, scale: float
-) -> tuple[Tensor, Tensor]:
-    """The gradients without a prior for a scalar ``grad`` of a sum scaled by ``scale``. Above
-    _SMALL elements, chunk by chunk in the cache, with ``exp(lv) - 1`` for the slower
-    ``expm1(lv)``: an absolute error of half an ulp of ``max(1, exp(lv))``, the precision of
-    the sum it is a part of."""
-    half = grad * (0.5 * scale)
-    grad = grad * scale
+def _sum_grads(grad: Tensor, mu: Tensor, log_var: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """The gradients without a prior for a scalar ``grad`` of a sum scaled by ``scale``, each
+    in one ``addcmul`` of a 0-dim zero. Above _SMALL elements, ``exp(lv) * h - h`` for the
+    slower ``expm1(lv) * h``: an absolute error of half an ulp of ``max(1, exp(lv)) * h``, the
+    precision of the sum it is a part of, and exactly 0 at ``lv = 0``."""
+    grad_mu = torch.addcmul(_ZERO, mu, grad, value=scale)
     if mu.numel() <= _SMALL:
-        return mu * grad, torch.expm1(log_var).mul_(half)
-    if mu.numel() <= _chunk(mu):
-        return mu * grad, torch.exp(log_var).sub_(1.0).mul_(half)
-    grad_mu = torch.empty(mu.shape, dtype=mu.dtype, device=mu.device)
-    grad_lv = torch.empty(log_var.shape, dtype=log_var.dtype, device=log_var.device)
-    for m, lv, gm, gl in _flat_chunks(mu, log_var, grad_mu, grad_lv):
-        torch.mul(m, grad, out=gm)
-        torch.exp(lv, out=gl).sub_(1.0).mul_(half)
-    return grad_mu, grad_lv
+        return grad_mu, torch.addcmul(_ZERO, torch.expm1(log_var), grad, value=0.5 * scale)
+    grad_lv = torch.exp(log_var)
+    minus_half = grad * (-0.5 * scale)
+    return grad_mu, torch.addcmul(minus_half, grad_lv, grad, value=0.5 * scale, out=grad_lv)
 
 
 class FusedKL(torch.autograd.Function):
@@ -274,17 +309,40 @@ class FusedKL(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         mu, log_var, prior_mu, prior_log_var = ctx.saved_tensors
-        fast = (
-            ctx.mode == "sum"
-            and prior_mu is None
-            and prior_log_var is None
-            and mu.dtype == log_var.dtype == grad.dtype
-            and not torch.is_grad_enabled()  # double backward needs differentiable ops
-        )
-        if fast:
-            return (*_chunked_grads(grad, mu, log_var, ctx.scale), None, None, None, None)
         if ctx.scale != 1.0:
             grad = grad * ctx.scale
         if ctx.mode == "batch":
             grad = grad.unsqueeze(0)
         return (*_kl_grads(grad, mu, log_var, prior_mu, prior_log_var), None, None)
+
+
+def kl_sum_forward(mu: Tensor, log_var: Tensor, scale: float) -> Tensor:
+    """``scale`` times the KL from N(0, I) summed over all elements, with no autograd: the
+    forward of :class:`FusedKLSum`, the KL term of a training step."""
+    dtype = result_dtype(mu, log_var)
+    if mu.numel() <= _SMALL:  # the fewest operations
+        lv = log_var.to(torch.float64)
+        kl2 = torch.expm1(lv).sub_(lv).addcmul_(mu, mu)
+        return kl2.sum().mul_(0.5 * scale).to(dtype)
+    if mu.dtype == log_var.dtype == torch.float32 and mu.device.type == "cpu":
+        return torch.tensor(0.5 * scale * _twice_kl_sum(mu, log_var), dtype=dtype)
+    return kl_forward(mu, log_var, None, None, "sum", scale)
+
+
+class FusedKLSum(torch.autograd.Function):
+    """:class:`FusedKL` for the default prior N(0, I) and a sum: the shortest path, forward
+    and backward, for the KL term of a training step."""
+
+    @staticmethod
+    def forward(ctx: Any, mu: Tensor, log_var: Tensor, scale: float) -> Tensor:
+        ctx.save_for_backward(mu, log_var)
+        ctx.scale = scale
+        return kl_sum_forward(mu, log_var, scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        mu, log_var = ctx.saved_tensors
+        if torch.is_grad_enabled() or not mu.dtype == log_var.dtype == grad.dtype:
+            # double backward needs differentiable operations; mixed dtypes need casts
+            return (*_kl_grads(grad * ctx.scale, mu, log_var, None, None)[:2], None)
+        return (*_sum_grads(grad, mu, log_var, ctx.scale), None)

@@ -12,7 +12,7 @@ from vaekit._checks import (
     check_same_shape,
     check_tensor,
 )
-from vaekit.functional._kl_fused import FusedKL, kl_forward, kl_traced
+from vaekit.functional._kl_fused import FusedKL, FusedKLSum, kl_forward, kl_sum_forward, kl_traced
 
 __all__ = ["kl_divergence_normal"]
 
@@ -113,15 +113,29 @@ def kl_divergence_normal(
     mode = "none" if reduction == "none" else "batch" if free_bits > 0 else "sum"
     scale = _scale(reduction, mu) if mode == "sum" else 1.0
     inputs = (mu, log_var, prior_mu, prior_log_var)
+    grad = torch.is_grad_enabled() and _requires_grad(*inputs)
     if torch.compiler.is_compiling():
         kl = kl_traced(*inputs, mode) * scale
-    elif torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+    elif mode == "sum" and prior_mu is None and prior_log_var is None:  # a training step's
+        kl = FusedKLSum.apply(mu, log_var, scale) if grad else kl_sum_forward(mu, log_var, scale)  # type: ignore[no-untyped-call]
+    elif grad:
         kl = FusedKL.apply(*inputs, mode, scale)  # type: ignore[no-untyped-call]
     else:  # forward only: no autograd node at all
         kl = kl_forward(*inputs, mode, scale)
     if free_bits > 0:
         return _reduce_free_bits(kl, reduction, free_bits, mu.shape[0])
     return kl
+
+
+def _requires_grad(
+    mu: Tensor, log_var: Tensor, prior_mu: Tensor | None, prior_log_var: Tensor | None
+) -> bool:
+    return (
+        mu.requires_grad
+        or log_var.requires_grad
+        or (prior_mu is not None and prior_mu.requires_grad)
+        or (prior_log_var is not None and prior_log_var.requires_grad)
+    )
 
 
 def _check_batch(mu: Tensor, reduction: str, free_bits: float) -> None:
