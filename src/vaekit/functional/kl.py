@@ -39,8 +39,9 @@ def kl_divergence_normal(
     :math:`-\tfrac12 (1 + \log\sigma^2 - \mu^2 - \sigma^2)`. The term
     :math:`e^{\delta} - 1 - \delta` keeps float32 precision even for :math:`\delta` near 0,
     where a collapsed latent lives and the textbook ``1 + lv - exp(lv)`` loses every digit (it
-    is computed in float64 for small latents, and through a series around 0 for large ones
-    and under :func:`torch.compile`: relative error below 4e-7 in float32). Both terms are
+    is computed in float64 for small latents and for the sum over a large float32 latent on
+    CPU, and through a series around 0 otherwise and under :func:`torch.compile`: relative
+    error below 4e-7 in float32). Both terms are
     non-negative as computed, so rounding can never make the divergence negative, and it is
     exactly 0 where the posterior equals the prior. Half-precision inputs are computed, and
     returned, in float32: a float16 sum over a large latent overflows. Only the inputs are
