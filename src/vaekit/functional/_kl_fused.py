@@ -9,26 +9,23 @@ Eager, an autograd Function saves only the inputs, and backward recomputes what 
   inputs: expm1(d) - d in float64. For a float32 d its error, 2^-53 |d|, is below a float32
   ulp of the result (2^-23 relative) wherever |d| >= 2^-28, and below 2^-80 under it.
 - Above, a float32 sum on CPU without a prior (the KL term of a training step), see
-  _twice_kl_sum: e^d - d summed in float64, minus one per element, in chunks that stay in the
-  L2 cache. expm1 is several times slower than exp on CPU; the rounding of exp in float64,
-  2^-52 absolute near d = 0, is far below a float32 ulp of the sum unless the sum averages
-  less than _SUM_FLOOR per element (every latent at its prior), and there expm1 recomputes it.
+  FusedKLSum and _twice_kl_sum: e^d - d summed in float64, minus one per element, in chunks
+  that stay in the L2 cache. expm1 is several times slower than exp on CPU; the rounding of
+  exp in float64, 2^-52 absolute near d = 0, is far below a float32 ulp of the sum unless the
+  sum averages less than _SUM_FLOOR per element (every latent at its prior), and there expm1
+  recomputes it.
 - Otherwise (elementwise, free bits, a prior, half precision, CUDA): a series near 0, see
   _half_expm1_minus_x, relative error <= 4e-7 (measured: 3.6e-7) wherever the result is a
   normal float32, on CPU in chunks of _CHUNK elements per thread whose temporaries stay in
   the L2 cache and are updated in place, since eager PyTorch makes one pass over memory per
   operation.
 
-Compiled, see kl_traced: the value is the same polynomial on [-1, 1] and exp(d) - 1 - d
-outside (torch.where: one exp per element, relative error 2.0e-7 measured), on detached
-inputs; the gradients come from a surrogate with the KL's derivatives, so that Inductor's
-backward is one exp and not the polynomial's chain rule. (Compiled by Inductor on CPU,
-expm1(d) - d loses every digit near d = 0 and goes negative, as exp(d) - 1 - d would.)
+Compiled, see _kl_traced: the same polynomial, selected by torch.where, on detached inputs,
+and the gradients through a carrier; no autograd Function. This module holds the eager paths.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -36,7 +33,7 @@ from torch import Tensor
 
 from vaekit._checks import result_dtype
 
-__all__ = ["FusedKL", "FusedKLSum", "kl_forward", "kl_sum_forward", "kl_traced"]
+__all__ = ["FusedKL", "FusedKLSum", "kl_forward", "kl_sum_forward"]
 
 _SMALL = 1 << 12
 _CHUNK = 1 << 15  # at::internal::GRAIN_SIZE: 128 KiB a temporary, 4 or 5 of them in L2
@@ -47,7 +44,7 @@ _SUM_FLOOR = 4e-7
 _SUM_CHUNK = 1 << 16  # 512 KiB of float64 buffer and 512 KiB of input per thread, in L2
 # (e^x - 1 - x) / (2 x^2) on [-1, 1] as a polynomial in x, lowest degree first: the degree-6
 # Chebyshev interpolant (numpy.polynomial.chebyshev.chebinterpolate, then cheb2poly), relative
-# error 1.1e-7; compiled in float64, the Taylor series up to 1/18!, its next term below 2^-53.
+# error 1.1e-7. _kl_traced uses it too.
 _SERIES_FLOAT32 = (
     0.24999999999999994,
     0.08333348645430023,
@@ -57,7 +54,6 @@ _SERIES_FLOAT32 = (
     0.0001016452095474423,
     1.2644217451348741e-05,
 )
-_SERIES_FLOAT64 = tuple(0.5 / math.factorial(k + 2) for k in range(17))
 _SERIES_TENSORS = tuple(torch.tensor(a) for a in _SERIES_FLOAT32)  # addcmul's 0-dim operands
 _ZERO = torch.zeros(())  # addcmul(_ZERO, a, b, value=c) is a * b * c in one operation
 
@@ -163,44 +159,6 @@ def _reduce_mode(kl: Tensor, mode: str) -> Tensor:
     if mode == "none":
         return kl
     return kl.sum(0) if mode == "batch" else kl.sum()
-
-
-def kl_traced(
-    mu: Tensor,
-    log_var: Tensor,
-    prior_mu: Tensor | None,
-    prior_log_var: Tensor | None,
-    mode: str,
-) -> Tensor:
-    r"""The KL for torch.compile to trace: its value from a series on detached inputs, its
-    gradients from a surrogate with the KL's derivatives of every order.
-
-    The surrogate :math:`g = \tfrac12 (m + e^{\delta} - \delta)` differs from the KL by the
-    constant :math:`\tfrac12`, so ``value + (g - g.detach())`` has the KL's value and its
-    gradients, and Inductor fuses a backward of one ``exp`` instead of differentiating the
-    polynomial.
-    """
-    dtype = result_dtype(mu, log_var, prior_mu, prior_log_var)
-    mu, log_var = mu.to(dtype), log_var.to(dtype)
-    diff = mu if prior_mu is None else mu - prior_mu.to(dtype)
-    delta = log_var if prior_log_var is None else log_var - prior_log_var.to(dtype)
-    mahalanobis = diff.square()
-    if prior_log_var is not None:
-        mahalanobis = mahalanobis * torch.exp(-prior_log_var.to(dtype))
-    value = 0.5 * mahalanobis.detach() + _half_expm1_minus_x_traced(delta.detach())
-    surrogate = _reduce_mode(0.5 * (mahalanobis + torch.exp(delta) - delta), mode)
-    return _reduce_mode(value, mode) + (surrogate - surrogate.detach())
-
-
-def _half_expm1_minus_x_traced(x: Tensor) -> Tensor:
-    """(e^x - 1 - x) / 2 as one expression for Inductor: the series on [-1, 1], where exp would
-    lose the digits, and ``exp`` outside, where it keeps them (a few ulp at |x| = 1)."""
-    series = _SERIES_FLOAT64 if x.dtype == torch.float64 else _SERIES_FLOAT32
-    poly = x * series[-1]
-    for a in reversed(series[1:-1]):
-        poly = (poly + a) * x
-    poly = (poly + series[0]) * x * x
-    return torch.where(x.abs() <= 1.0, poly, 0.5 * (torch.exp(x) - 1.0 - x))
 
 
 def _chunk(t: Tensor) -> int:

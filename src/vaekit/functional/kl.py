@@ -12,7 +12,8 @@ from vaekit._checks import (
     check_same_shape,
     check_tensor,
 )
-from vaekit.functional._kl_fused import FusedKL, FusedKLSum, kl_forward, kl_sum_forward, kl_traced
+from vaekit.functional._kl_fused import FusedKL, FusedKLSum, kl_forward, kl_sum_forward
+from vaekit.functional._kl_traced import kl_traced
 
 __all__ = ["kl_divergence_normal"]
 
