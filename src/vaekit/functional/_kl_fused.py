@@ -55,6 +55,7 @@ _SERIES_FLOAT32 = (
     1.2644217451348741e-05,
 )
 _SERIES_TENSORS = tuple(torch.tensor(a) for a in _SERIES_FLOAT32)  # addcmul's 0-dim operands
+_ZERO = torch.zeros(())
 
 
 def _half_expm1_minus_x(x: Tensor) -> Tensor:
@@ -234,16 +235,20 @@ def _kl_grads(
 
 
 def _sum_grads(grad: Tensor, mu: Tensor, log_var: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """The gradients without a prior for a scalar ``grad`` of a sum scaled by ``scale``. Above
-    _SMALL elements, ``(exp(lv) - 1) * h`` for the slower ``expm1(lv) * h``: an absolute error
-    of half an ulp of ``max(1, exp(lv)) * h``, the precision of the sum it is a part of, and
-    exactly 0 at ``lv = 0``. (Multiplying by a 0-dim tensor is vectorized; ``addcmul`` with
-    0-dim operands is not, and takes three times as long.)"""
-    grad = grad * scale
-    half = grad * 0.5
+    """The gradients without a prior for a scalar ``grad`` of a sum scaled by ``scale``.
+
+    Up to _SMALL elements, in the fewest operations: ``addcmul`` of a 0-dim zero multiplies by
+    ``grad`` and ``scale`` at once. Above, where ``addcmul`` with 0-dim operands (not
+    vectorized) takes three times as long as multiplying by a 0-dim tensor, and with
+    ``(exp(lv) - 1) * h`` for the slower ``expm1(lv) * h``: an absolute error of half an ulp of
+    ``max(1, exp(lv)) * h``, the precision of the sum it is a part of, and exactly 0 at
+    ``lv = 0``.
+    """
     if mu.numel() <= _SMALL:
-        return mu * grad, torch.expm1(log_var).mul_(half)
-    return mu * grad, torch.exp(log_var).sub_(1.0).mul_(half)
+        grad_lv = torch.addcmul(_ZERO, torch.expm1(log_var), grad, value=0.5 * scale)
+        return torch.addcmul(_ZERO, mu, grad, value=scale), grad_lv
+    grad = grad * scale
+    return mu * grad, torch.exp(log_var).sub_(1.0).mul_(grad * 0.5)
 
 
 class FusedKL(torch.autograd.Function):
@@ -277,11 +282,11 @@ def kl_sum_forward(mu: Tensor, log_var: Tensor, scale: float) -> Tensor:
     """``scale`` times the KL from N(0, I) summed over all elements, with no autograd: the
     forward of :class:`FusedKLSum`, the KL term of a training step."""
     dtype = result_dtype(mu, log_var)
-    if mu.numel() <= _SMALL:  # the fewest operations
-        lv = log_var.to(torch.float64)
-        kl2 = torch.expm1(lv).sub_(lv).addcmul_(mu, mu)
-        return kl2.sum().mul_(0.5 * scale).to(dtype)
-    if mu.dtype == log_var.dtype == torch.float32 and mu.device.type == "cpu":
+    if mu.numel() <= _SMALL:  # the fewest operations: each costs more than its arithmetic
+        lv, m = log_var.to(torch.float64), mu.to(torch.float64)  # addcmul_ of mixed dtypes
+        twice = torch.expm1(lv).sub_(lv).addcmul_(m, m).sum()  # is slower than a conversion
+        return twice.mul_(0.5 * scale).to(dtype)
+    if mu.device.type == "cpu" and mu.dtype == log_var.dtype == torch.float32:
         return torch.tensor(0.5 * scale * _twice_kl_sum(mu, log_var), dtype=dtype)
     return kl_forward(mu, log_var, None, None, "sum", scale)
 

@@ -114,30 +114,35 @@ def kl_divergence_normal(
 
     mode = "none" if reduction == "none" else "batch" if free_bits > 0 else "sum"
     scale = _scale(reduction, mu) if mode == "sum" else 1.0
-    inputs = (mu, log_var, prior_mu, prior_log_var)
-    grad = torch.is_grad_enabled() and _requires_grad(*inputs)
     if torch.compiler.is_compiling():
-        kl = kl_traced(*inputs, mode) * scale
+        kl = kl_traced(mu, log_var, prior_mu, prior_log_var, mode) * scale
     elif mode == "sum" and prior_mu is None and prior_log_var is None:  # a training step's
-        kl = FusedKLSum.apply(mu, log_var, scale) if grad else kl_sum_forward(mu, log_var, scale)  # type: ignore[no-untyped-call]
-    elif grad:
-        kl = FusedKL.apply(*inputs, mode, scale)  # type: ignore[no-untyped-call]
-    else:  # forward only: no autograd node at all
-        kl = kl_forward(*inputs, mode, scale)
+        kl = _kl_sum(mu, log_var, scale)
+    else:
+        kl = _kl(mu, log_var, prior_mu, prior_log_var, mode, scale)
     if free_bits > 0:
         return _reduce_free_bits(kl, reduction, free_bits, mu.shape[0])
     return kl
 
 
-def _requires_grad(
-    mu: Tensor, log_var: Tensor, prior_mu: Tensor | None, prior_log_var: Tensor | None
-) -> bool:
-    return (
-        mu.requires_grad
-        or log_var.requires_grad
-        or (prior_mu is not None and prior_mu.requires_grad)
-        or (prior_log_var is not None and prior_log_var.requires_grad)
-    )
+def _kl_sum(mu: Tensor, log_var: Tensor, scale: float) -> Tensor:
+    if torch.is_grad_enabled() and (mu.requires_grad or log_var.requires_grad):
+        return FusedKLSum.apply(mu, log_var, scale)  # type: ignore[no-untyped-call,no-any-return]
+    return kl_sum_forward(mu, log_var, scale)  # forward only: no autograd node at all
+
+
+def _kl(
+    mu: Tensor,
+    log_var: Tensor,
+    prior_mu: Tensor | None,
+    prior_log_var: Tensor | None,
+    mode: str,
+    scale: float,
+) -> Tensor:
+    inputs = (mu, log_var, prior_mu, prior_log_var)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        return FusedKL.apply(*inputs, mode, scale)  # type: ignore[no-untyped-call,no-any-return]
+    return kl_forward(*inputs, mode, scale)
 
 
 def _check_batch(mu: Tensor, reduction: str, free_bits: float) -> None:
