@@ -283,9 +283,9 @@ def kl_sum_forward(mu: Tensor, log_var: Tensor, scale: float) -> Tensor:
     forward of :class:`FusedKLSum`, the KL term of a training step."""
     dtype = result_dtype(mu, log_var)
     if mu.numel() <= _SMALL:  # the fewest operations: each costs more than its arithmetic
-        lv, m = log_var.to(torch.float64), mu.to(torch.float64)  # addcmul_ of mixed dtypes
-        twice = torch.expm1(lv).sub_(lv).addcmul_(m, m).sum()  # is slower than a conversion
-        return twice.mul_(0.5 * scale).to(dtype)
+        lv, m = log_var.double(), mu.double()  # addcmul_ of mixed dtypes is slower than this
+        kl = torch.expm1(lv).sub_(lv).addcmul_(m, m).sum().mul_(0.5 * scale)
+        return kl if dtype == torch.float64 else kl.float()
     if mu.device.type == "cpu" and mu.dtype == log_var.dtype == torch.float32:
         return torch.tensor(0.5 * scale * _twice_kl_sum(mu, log_var), dtype=dtype)
     return kl_forward(mu, log_var, None, None, "sum", scale)
