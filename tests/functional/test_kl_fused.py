@@ -305,6 +305,23 @@ def test_float32_sum_gradients_match_float64_and_are_zero_at_the_prior():
     assert (log_var.grad[0] == 0).all()
 
 
+# ---------------------------------------------------------------- devices
+
+
+@pytest.mark.parametrize("n", [8, 5000])  # the float64 path and the chunked series
+@pytest.mark.parametrize("prior", ["none", "both"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_every_operation_stays_on_the_input_device(reduction, prior, n):
+    # Meta tensors carry no data but check devices as CUDA does: a constant created on the CPU
+    # (a series coefficient, a zero for addcmul) fails here as it would on a GPU.
+    mu, log_var = (torch.empty(n, 3, device="meta", requires_grad=True) for _ in range(2))
+    prior_mu = prior_log_var = torch.empty(3, device="meta") if prior == "both" else None
+    kl = kl_divergence_normal(mu, log_var, prior_mu, prior_log_var, reduction=reduction)
+    assert kl.device.type == "meta"
+    kl.sum().backward()
+    assert mu.grad.device.type == log_var.grad.device.type == "meta"
+
+
 # ---------------------------------------------------------------- saved tensors
 
 

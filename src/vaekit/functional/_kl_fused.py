@@ -26,6 +26,7 @@ and the gradients through a carrier; no autograd Function. This module holds the
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -54,8 +55,13 @@ _SERIES_FLOAT32 = (
     0.0001016452095474423,
     1.2644217451348741e-05,
 )
-_SERIES_TENSORS = tuple(torch.tensor(a) for a in _SERIES_FLOAT32)  # addcmul's 0-dim operands
-_ZERO = torch.zeros(())
+
+
+@functools.cache
+def _constants(device: torch.device) -> tuple[Tensor, ...]:
+    """0.0 and the coefficients of the series, as 0-dim float32 tensors on ``device``:
+    ``addcmul``, unlike a binary operation, takes no CPU scalar tensor next to CUDA ones."""
+    return tuple(torch.tensor(a, device=device) for a in (0.0, *_SERIES_FLOAT32))
 
 
 def _half_expm1_minus_x(x: Tensor) -> Tensor:
@@ -75,8 +81,9 @@ def _half_expm1_minus_x(x: Tensor) -> Tensor:
     expm1_u = torch.exp(u).sub_(1.0)
     half = torch.addcmul(u.mul_(-0.5), torch.exp(c), expm1_u, value=0.5)
     buffers = (expm1_u, u)  # free now: Horner's rule alternates between them
-    poly = torch.addcmul(_SERIES_TENSORS[-2], c, _SERIES_TENSORS[-1], out=buffers[0])
-    for i, coeff in enumerate(reversed(_SERIES_TENSORS[:-2]), start=1):
+    series = _constants(x.device)[1:]
+    poly = torch.addcmul(series[-2], c, series[-1], out=buffers[0])
+    for i, coeff in enumerate(reversed(series[:-2]), start=1):
         poly = torch.addcmul(coeff, poly, c, out=buffers[i % 2])
     return half.addcmul_(poly, c.square_())
 
@@ -245,8 +252,9 @@ def _sum_grads(grad: Tensor, mu: Tensor, log_var: Tensor, scale: float) -> tuple
     ``lv = 0``.
     """
     if mu.numel() <= _SMALL:
-        grad_lv = torch.addcmul(_ZERO, torch.expm1(log_var), grad, value=0.5 * scale)
-        return torch.addcmul(_ZERO, mu, grad, value=scale), grad_lv
+        zero = _constants(mu.device)[0]
+        grad_lv = torch.addcmul(zero, torch.expm1(log_var), grad, value=0.5 * scale)
+        return torch.addcmul(zero, mu, grad, value=scale), grad_lv
     grad = grad * scale
     return mu * grad, torch.exp(log_var).sub_(1.0).mul_(grad * 0.5)
 
