@@ -312,8 +312,9 @@ def test_float32_sum_gradients_match_float64_and_are_zero_at_the_prior():
 @pytest.mark.parametrize("prior", ["none", "both"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_every_operation_stays_on_the_input_device(reduction, prior, n):
-    # Meta tensors carry no data but check devices as CUDA does: a constant created on the CPU
-    # (a series coefficient, a zero for addcmul) fails here as it would on a GPU.
+    # Meta tensors carry no data, and refuse a CPU tensor written into their computation (the
+    # series' coefficients once were). They let a 0-dim CPU operand of addcmul through, which
+    # CUDA refuses: only a GPU run checks that.
     mu, log_var = (torch.empty(n, 3, device="meta", requires_grad=True) for _ in range(2))
     prior_mu = prior_log_var = torch.empty(3, device="meta") if prior == "both" else None
     kl = kl_divergence_normal(mu, log_var, prior_mu, prior_log_var, reduction=reduction)
