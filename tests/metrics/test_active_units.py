@@ -6,6 +6,7 @@ import pytest
 import torch
 from torchmetrics import MetricCollection
 
+from tests.metrics._threads import ThreadWorld
 from vaekit.functional.monitors import _active_units_variance
 from vaekit.metrics import ActiveUnits
 
@@ -145,8 +146,30 @@ def test_shape_errors() -> None:
         metric.merge_state(other)
 
 
-def test_sync_without_any_sample_says_so() -> None:
-    with pytest.raises(
-        RuntimeError, match="ActiveUnits needs at least one sample on every process"
-    ):
-        ActiveUnits().sync(distributed_available=lambda: True)
+def test_sync_moves_the_sums_to_the_shift_of_the_first_process_with_one() -> None:
+    # Process 0 has seen nothing; processes 1 and 2 have means 1e6 apart.
+    data = [None, _mu(7, 11, offset=1e6, dtype=F64), _mu(5, 12, offset=2e6, dtype=F64)]
+    world = ThreadWorld(3)
+
+    def rank(r: int) -> dict[str, torch.Tensor]:
+        metric = ActiveUnits(dist_sync_fn=world.gather, distributed_available_fn=lambda: True)
+        if data[r] is not None:
+            metric.update(data[r])
+        before = {k: v.clone() for k, v in metric.metric_state.items()}
+        with metric.sync_context(dist_sync_fn=world.gather):
+            synced = {k: v.clone() for k, v in metric.metric_state.items()}
+        assert all(torch.equal(v, before[k]) for k, v in metric.metric_state.items())
+        return synced
+
+    results = world.run(rank)
+    shift = data[1].mean(dim=0)
+    both = torch.cat([data[1], data[2]]) - shift
+    for synced in results:
+        assert isinstance(synced, dict), synced
+        assert torch.equal(synced["shift"], shift)
+        assert synced["total"].item() == 12
+        torch.testing.assert_close(synced["sum_mu"], both.sum(dim=0), rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close(
+            synced["sum_mu_sq"], both.square().sum(dim=0), rtol=1e-12, atol=0
+        )
+    assert all(torch.equal(results[0][k], results[2][k]) for k in results[0])  # type: ignore[index]

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from torch import Tensor
 from torch.distributions import Normal, kl_divergence
 
+from tests.metrics._threads import ThreadWorld
 from vaekit.functional.monitors import _active_units_variance
 from vaekit.metrics import ActiveUnits, KLPerDimension, ReconKLRatio
-from vaekit.metrics._base import _SumStateMetric
+from vaekit.metrics._base import _agree_latent_shape, _SumStateMetric
 
 matplotlib.use("Agg")
 
@@ -211,3 +212,42 @@ def test_plot_draws_a_value_and_a_series(case: Case) -> None:
         assert fig is not None
         assert ax.lines or ax.patches
         plt.close(fig)
+
+
+# _agree_latent_shape, between threads that play processes (tests/metrics/_threads.py).
+
+
+@pytest.mark.parametrize(
+    ("shapes", "expected"),
+    [
+        ([None, (4,), (4,)], ((4,), 1)),  # process 0 has none: process 1 is the first
+        ([(2, 3, 3), None], ((2, 3, 3), 0)),
+        ([None, None, ()], ((), 2)),  # a scalar latent: no shapes to gather
+        ([(5,), (5,)], ((5,), 0)),
+        ([None, None], None),
+    ],
+)
+def test_agree_latent_shape_gives_every_process_the_same_answer(
+    shapes: list[tuple[int, ...] | None], expected: tuple[tuple[int, ...], int] | None
+) -> None:
+    world = ThreadWorld(len(shapes))
+    cpu = torch.device("cpu")
+    results = world.run(lambda r: _agree_latent_shape(shapes[r], world.gather, None, cpu))
+    assert results == [expected] * len(shapes)
+    assert all(calls == world.calls[0] for calls in world.calls)
+    known = [len(s) for s in shapes if s is not None]
+    assert len(world.calls[0]) == (2 if known and max(known) > 0 else 1)
+
+
+def test_agree_latent_shape_raises_on_every_process() -> None:
+    shapes = [(3,), None, (2, 2, 2)]
+    world = ThreadWorld(3)
+    cpu = torch.device("cpu")
+    errors = world.run(lambda r: _agree_latent_shape(shapes[r], world.gather, None, cpu))
+    assert all(isinstance(e, ValueError) and str(e) == str(errors[0]) for e in errors)
+    with pytest.raises(
+        ValueError,
+        match=r"Argument mu should have the same latent shape on every process, "
+        r"but given \(3,\) on process 0, \(2, 2, 2\) on process 2",
+    ):
+        raise errors[0]

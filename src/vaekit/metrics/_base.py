@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -45,3 +47,39 @@ def _check_latent_shape(name: str, value: Tensor, latent_shape: tuple[int, ...] 
             f"Argument {name} should have shape {_format_batched(latent_shape)} like the earlier "
             f"updates, but given {name}.shape={tuple(value.shape)}"
         )
+
+
+def _agree_latent_shape(
+    local: tuple[int, ...] | None,
+    gather: Callable[..., list[Tensor]],
+    group: Any,
+    device: torch.device,
+) -> tuple[tuple[int, ...], int] | None:
+    """Return the latent shape of the processes that know one, and the first such process.
+
+    ``local`` is this process's latent shape, ``None`` before its first sample. Every process
+    makes the same calls to ``gather`` (a ``dist_sync_fn``) whatever its state, so a process that
+    has seen no sample cannot leave the others waiting in a collective: one call for the number
+    of latent dimensions of each process (``-1`` for none), then, unless the latent is a scalar,
+    one for the shapes. Returns ``None`` when no process has a shape.
+
+    Raises:
+        ValueError: on every process, if the processes' latent shapes differ.
+    """
+    ndim = torch.tensor(-1 if local is None else len(local), device=device)
+    ndims = [int(n) for n in gather(ndim, group=group)]
+    known = [rank for rank, n in enumerate(ndims) if n >= 0]
+    if not known:
+        return None
+    shapes: dict[int, tuple[int, ...]] = dict.fromkeys(known, ())
+    if max(ndims) > 0:
+        padded = torch.full((max(ndims),), -1, dtype=torch.int64, device=device)
+        padded[: len(local or ())] = torch.tensor(local or (), dtype=torch.int64)
+        gathered = gather(padded, group=group)
+        shapes = {rank: tuple(int(d) for d in gathered[rank][: ndims[rank]]) for rank in known}
+    if len(set(shapes.values())) > 1:
+        seen = ", ".join(f"{shape} on process {rank}" for rank, shape in shapes.items())
+        raise ValueError(
+            f"Argument mu should have the same latent shape on every process, but given {seen}"
+        )
+    return shapes[known[0]], known[0]

@@ -20,7 +20,7 @@ from vaekit.functional.monitors import (
     _active_units_update,
     _check_batched,
 )
-from vaekit.metrics._base import _check_latent_shape, _SumStateMetric
+from vaekit.metrics._base import _agree_latent_shape, _check_latent_shape, _SumStateMetric
 
 __all__ = ["ActiveUnits"]
 
@@ -58,9 +58,11 @@ class ActiveUnits(_SumStateMetric):
     other shift, :math:`S_1 + n\delta` and :math:`S_2 + 2\delta S_1 + n\delta^2`, exact algebra
     on small numbers: ``merge_state`` moves the incoming sums to this metric's shift, and
     before the states are summed across processes every process moves its sums to the shift of
-    process 0, so every process sums identical terms and gets the identical result (the shift
-    state is then reduced with ``max`` over equal copies). A distributed ``compute()`` needs
-    every process to have seen at least one sample, as the latent shape comes from the data.
+    the first process that has one (process 0 unless it has seen no sample), so every process
+    sums identical terms and gets the identical result (the shift state is then reduced with
+    ``max`` over equal copies). A process that has seen no sample (an uneven last shard) takes
+    part in the same collectives and adds zero sums; when no process has seen one, a distributed
+    ``compute()`` returns 0 as it does before any update.
 
     ``update(mu)`` takes the posterior mean of shape ``(B, *latent)``; the first update fixes
     ``latent`` for the lifetime of the metric. Inputs are detached. Before any update,
@@ -76,8 +78,8 @@ class ActiveUnits(_SumStateMetric):
             floating-point tensor.
         ValueError: if ``threshold`` is negative or not finite; at update, if ``mu`` has no
             batch dimension or a latent shape other than the earlier updates'; at merge, if the
-            incoming latent shape differs.
-        RuntimeError: at a distributed ``compute()``, on a process that has seen no sample.
+            incoming latent shape differs; at a distributed ``compute()``, on every process, if
+            the processes' latent shapes differ.
 
     Example:
         >>> import torch
@@ -167,32 +169,33 @@ class ActiveUnits(_SumStateMetric):
         state["shift"] = self.shift
         return state
 
-    def sync(
+    def _sync_dist(
         self,
-        dist_sync_fn: Callable[..., list[Tensor]] | None = None,
+        dist_sync_fn: Callable[..., list[Tensor]] = gather_all_tensors,
         process_group: Any | None = None,
-        should_sync: bool = True,
-        distributed_available: Callable[[], bool] | None = None,
     ) -> None:
-        """Move this process's sums to the shift of process 0, then sync as torchmetrics does."""
-        available = distributed_available or self.distributed_available_fn
-        if should_sync and not self._is_synced and callable(available) and available():
-            self._align_across_processes(
-                dist_sync_fn or gather_all_tensors, process_group or self.process_group
-            )
-        super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
+        """Move this process's sums to a shift common to all, then sum them as torchmetrics does.
 
-    def _align_across_processes(self, gather: Callable[..., list[Tensor]], group: Any) -> None:
-        if not self._has_shift():
-            raise RuntimeError(
-                "ActiveUnits needs at least one sample on every process before a distributed "
-                "compute(), but this process has seen none"
+        torchmetrics calls this from ``sync``, after caching the local states that ``unsync``
+        restores; a process with no sample since its creation or last reset takes zero sums of
+        the agreed latent shape.
+        """
+        group = process_group or self.process_group
+        local = tuple(self.shift.shape) if self._has_shift() else None
+        agreed = _agree_latent_shape(local, dist_sync_fn, group, self.total.device)
+        if agreed is not None:
+            latent, first = agreed
+            if self.sum_mu.shape != latent:  # none since creation or reset: 0-dim zeros
+                self.sum_mu = self.sum_mu.new_zeros(latent)
+                self.sum_mu_sq = self.sum_mu_sq.new_zeros(latent)
+            if local is None:
+                self.shift = self.shift.new_zeros(latent)  # any shift: its sums are zero
+            common = dist_sync_fn(self.shift, group=group)[first].to(self.shift)
+            self.sum_mu, self.sum_mu_sq = _active_units_rebase(
+                self.sum_mu, self.sum_mu_sq, self.total, self.shift - common
             )
-        common = gather(self.shift, group=group)[0].to(self.shift)
-        self.sum_mu, self.sum_mu_sq = _active_units_rebase(
-            self.sum_mu, self.sum_mu_sq, self.total, self.shift - common
-        )
-        self.shift = common
+            self.shift = common
+        super()._sync_dist(dist_sync_fn, process_group)
 
     def plot(
         self, val: Tensor | Sequence[Tensor] | None = None, ax: _AX_TYPE | None = None

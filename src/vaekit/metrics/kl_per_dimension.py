@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities.distributed import gather_all_tensors
 from torchmetrics.utilities.imports import _MATPLOTLIB_AVAILABLE
 from torchmetrics.utilities.plot import _AX_TYPE, _PLOT_OUT_TYPE
 
@@ -17,7 +18,7 @@ from vaekit.functional.monitors import (
     _kl_per_dimension_compute,
     _kl_per_dimension_update,
 )
-from vaekit.metrics._base import _check_latent_shape, _SumStateMetric
+from vaekit.metrics._base import _agree_latent_shape, _check_latent_shape, _SumStateMetric
 
 __all__ = ["KLPerDimension"]
 
@@ -41,7 +42,10 @@ class KLPerDimension(_SumStateMetric):
     ``update(mu, log_var)`` takes the posterior mean and log-variance, both of shape
     ``(B, *latent)``; the first update fixes ``latent`` for the lifetime of the metric. Inputs
     are detached; the sums are float64. ``compute()`` returns a float64 tensor of shape
-    ``latent``; before any update, torchmetrics warns and the result is NaN.
+    ``latent``; before any update, torchmetrics warns and the result is NaN. Across processes, one
+    that has seen no sample (an uneven last shard) takes part in the same collectives and adds
+    zeros of the latent shape of the others; when no process has seen one, a distributed
+    ``compute()`` returns NaN as it does before any update.
 
     Args:
         kwargs: torchmetrics' metric keyword arguments (``dist_sync_on_step``,
@@ -50,7 +54,9 @@ class KLPerDimension(_SumStateMetric):
     Raises:
         TypeError: at update, if ``mu`` or ``log_var`` is not a floating-point tensor.
         ValueError: at update, if their shapes differ, they have no batch dimension, or their
-            latent shape differs from the earlier updates'.
+            latent shape differs from the earlier updates'; at merge, if the incoming latent
+            shape differs; at a distributed ``compute()``, on every process, if the processes'
+            latent shapes differ.
 
     Example:
         >>> import torch
@@ -108,6 +114,24 @@ class KLPerDimension(_SumStateMetric):
     def compute(self) -> Tensor:
         """Return the mean KL of each latent element, of shape ``latent``."""
         return _kl_per_dimension_compute(self.kl_sum, self.total)
+
+    def _sync_dist(
+        self,
+        dist_sync_fn: Callable[..., list[Tensor]] = gather_all_tensors,
+        process_group: Any | None = None,
+    ) -> None:
+        """Give a process that has seen no sample zero sums of the common shape, then sync.
+
+        torchmetrics calls this from ``sync``, after caching the local states that ``unsync``
+        restores. A process with no sample since its creation or last reset holds a 0-dim sum;
+        summed as it is, it would meet the latent-shaped sums of the others in mismatched
+        collectives.
+        """
+        group = process_group or self.process_group
+        agreed = _agree_latent_shape(self._latent_shape, dist_sync_fn, group, self.total.device)
+        if agreed is not None and self.kl_sum.shape != agreed[0]:  # no sample since reset
+            self.kl_sum = self.kl_sum.new_zeros(agreed[0])
+        super()._sync_dist(dist_sync_fn, process_group)
 
     def plot(
         self, val: Tensor | Sequence[Tensor] | None = None, ax: _AX_TYPE | None = None
