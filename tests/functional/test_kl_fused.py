@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.distributions import Normal, kl_divergence
 
+from tests.functional._kl_reference import expm1_minus_x, make
 from vaekit.functional import _kl_fused as kl_module
 from vaekit.functional import kl_divergence_normal
 
@@ -30,23 +31,6 @@ def reference(mu, log_var, prior_mu, prior_log_var, reduction, free_bits=0.0):
             reduction, per_element.sum() / d
         )
     return {"none": kl, "sum": kl.sum(), "mean": kl.mean(), "batchmean": kl.sum() / b}[reduction]
-
-
-def expm1_minus_x(x):
-    """e^x - 1 - x in float64 to float64 precision: expm1(x) - x alone loses 2^-52 / |x|."""
-    x = x.double()
-    series = x**2 / 2 * (1 + x / 3 * (1 + x / 4 * (1 + x / 5)))  # next term: x^4 / 360
-    return torch.where(x.abs() < 1e-3, series, torch.expm1(x) - x)
-
-
-def make(shape, prior, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    mu, log_var = (torch.randn(shape, generator=g, dtype=dtype) for _ in range(2))
-    prior_shape = shape if prior == "per_row" else shape[1:]
-    pm, plv = (torch.randn(prior_shape, generator=g, dtype=dtype) for _ in range(2))
-    prior_mu = pm if prior in ("mu", "both", "per_row") else None
-    prior_log_var = plv if prior in ("log_var", "both", "per_row") else None
-    return mu, log_var, prior_mu, prior_log_var
 
 
 @pytest.fixture

@@ -15,17 +15,11 @@ from hypothesis import strategies as st
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch.distributions import Normal, kl_divergence
 
+from tests.functional._kl_reference import expm1_minus_x, make
 from vaekit.functional._kl_traced import kl_traced
 
 MODES = ["none", "sum", "batch"]
 PRIORS = ["none", "mu", "log_var", "both", "per_row"]
-
-
-def expm1_minus_x(x):
-    """e^x - 1 - x in float64, to 2^-52 / |x| relative above 1e-2 and 1e-13 below."""
-    x = x.double()
-    series = x**2 / 2 * (1 + x / 3 * (1 + x / 4 * (1 + x / 5 * (1 + x / 6))))
-    return torch.where(x.abs() < 1e-2, series, torch.expm1(x) - x)
 
 
 def reference(mu, log_var, prior_mu=None, prior_log_var=None, mode="none"):
@@ -44,16 +38,6 @@ def distributions_kl(mu, log_var, prior_mu, prior_log_var, mode):
     p = Normal(prior_mu, (0.5 * prior_log_var.expand_as(mu)).exp(), validate_args=True)
     kl = kl_divergence(Normal(mu, (0.5 * log_var).exp(), validate_args=True), p)
     return {"none": kl, "sum": kl.sum(), "batch": kl.sum(0)}[mode]
-
-
-def make(shape, prior, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    mu, log_var = (torch.randn(shape, generator=g, dtype=dtype) for _ in range(2))
-    prior_shape = shape if prior == "per_row" else shape[1:]
-    pm, plv = (torch.randn(prior_shape, generator=g, dtype=dtype) for _ in range(2))
-    prior_mu = pm if prior in ("mu", "both", "per_row") else None
-    prior_log_var = plv if prior in ("log_var", "both", "per_row") else None
-    return mu, log_var, prior_mu, prior_log_var
 
 
 def relative_error(got, want):

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from vaekit._checks import result_dtype
-from vaekit.functional._kl_fused import _SERIES_FLOAT32
+from vaekit.functional._kl_fused import _SERIES_FLOAT32, _reduce_mode
 
 __all__ = ["kl_traced"]
 
@@ -96,8 +96,8 @@ def kl_traced(
     if prior_log_var is not None:
         twice = twice * torch.exp(-prior_log_var.to(dtype))
     naive = torch.exp(delta) - 1.0 - delta
-    twice = _reduce(twice + _expm1_minus_x(delta.detach(), naive.detach()), mode)
-    carrier = _reduce(naive, mode)
+    twice = _reduce_mode(twice + _expm1_minus_x(delta.detach(), naive.detach()), mode)
+    carrier = _reduce_mode(naive, mode)
     carrier = carrier - carrier.detach().clamp(max=torch.finfo(dtype).max)
     return (twice + carrier) * 0.5
 
@@ -112,9 +112,3 @@ def _expm1_minus_x(x: Tensor, naive: Tensor) -> Tensor:
     for a in reversed(series[1:-1]):
         poly = (poly + a) * x
     return torch.where(x2 <= 1.0, (poly + series[0]) * x2, naive)
-
-
-def _reduce(t: Tensor, mode: str) -> Tensor:
-    if mode == "none":
-        return t
-    return t.sum(0) if mode == "batch" else t.sum()
