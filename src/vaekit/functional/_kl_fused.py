@@ -216,6 +216,20 @@ def kl_forward(
     return kl if scale == 1.0 else kl.mul_(scale)
 
 
+def differences(
+    mu: Tensor, log_var: Tensor, prior_mu: Tensor | None, prior_log_var: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``mu - prior_mu``, ``log_var - prior_log_var`` and ``exp(-prior_log_var)`` (``None``
+    without a prior variance), in the dtype vaekit computes in; differentiable."""
+    dtype = result_dtype(mu, log_var, prior_mu, prior_log_var)
+    mu, log_var = mu.to(dtype), log_var.to(dtype)
+    diff = mu if prior_mu is None else mu - prior_mu.to(dtype)
+    if prior_log_var is None:
+        return diff, log_var, None
+    prior_log_var = prior_log_var.to(dtype)
+    return diff, log_var - prior_log_var, torch.exp(-prior_log_var)
+
+
 def _kl_grads(
     grad: Tensor,
     mu: Tensor,
@@ -224,13 +238,10 @@ def _kl_grads(
     prior_log_var: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     """Gradients of ``sum(grad * KL)`` in differentiable ops; ``grad`` broadcasts to ``mu``."""
-    dtype = result_dtype(mu, log_var, prior_mu, prior_log_var)
-    mu_c, log_var_c = mu.to(dtype), log_var.to(dtype)
-    diff = mu_c if prior_mu is None else mu_c - prior_mu.to(dtype)
-    delta = log_var_c if prior_log_var is None else log_var_c - prior_log_var.to(dtype)
+    diff, delta, inv_prior_var = differences(mu, log_var, prior_mu, prior_log_var)
     grad_mu = grad * diff
-    if prior_log_var is not None:
-        grad_mu = grad_mu * torch.exp(-prior_log_var.to(dtype))
+    if inv_prior_var is not None:
+        grad_mu = grad_mu * inv_prior_var
     grad_lv = (0.5 * grad) * torch.expm1(delta)
     grad_pm = grad_plv = None
     if prior_mu is not None:

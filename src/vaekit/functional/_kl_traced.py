@@ -26,8 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from vaekit._checks import result_dtype
-from vaekit.functional._kl_fused import _SERIES_FLOAT32, _reduce_mode
+from vaekit.functional._kl_fused import _SERIES_FLOAT32, _reduce_mode, differences
 
 __all__ = ["kl_traced"]
 
@@ -88,17 +87,14 @@ def kl_traced(
         >>> log_var.grad
         tensor([0.0005, 0.0000,    inf])
     """
-    dtype = result_dtype(mu, log_var, prior_mu, prior_log_var)
-    mu, log_var = mu.to(dtype), log_var.to(dtype)
-    diff = mu if prior_mu is None else mu - prior_mu.to(dtype)
-    delta = log_var if prior_log_var is None else log_var - prior_log_var.to(dtype)
+    diff, delta, inv_prior_var = differences(mu, log_var, prior_mu, prior_log_var)
     twice = diff * diff
-    if prior_log_var is not None:
-        twice = twice * torch.exp(-prior_log_var.to(dtype))
+    if inv_prior_var is not None:
+        twice = twice * inv_prior_var
     naive = torch.exp(delta) - 1.0 - delta
     twice = _reduce_mode(twice + _expm1_minus_x(delta.detach(), naive.detach()), mode)
     carrier = _reduce_mode(naive, mode)
-    carrier = carrier - carrier.detach().clamp(max=torch.finfo(dtype).max)
+    carrier = carrier - carrier.detach().clamp(max=torch.finfo(delta.dtype).max)
     return (twice + carrier) * 0.5
 
 
