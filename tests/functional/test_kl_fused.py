@@ -266,9 +266,10 @@ def test_float32_sum_near_the_prior_is_recomputed_exactly(spread):
     assert kl_divergence_normal(zeros, zeros, reduction="sum").item() == 0.0
 
 
-def test_float32_sum_overflows_to_inf_and_keeps_nan():
-    mu, log_var = torch.zeros(40, 300), torch.zeros(40, 300)
-    log_var[3, 7] = 100.0  # e^100 overflows float32: so does the true KL
+@pytest.mark.parametrize("shape", [(40, 300), (4, 30)])  # the float32 sum, the small path
+def test_float32_sum_overflows_to_inf_and_keeps_nan(shape):
+    mu, log_var = torch.zeros(shape), torch.zeros(shape)
+    log_var[3, 7] = 100.0  # e^100 overflows float32, not float64: so does the true KL
     assert kl_divergence_normal(mu, log_var).item() == float("inf")
     log_var[3, 7] = -1e30  # KL = 5e29: large, finite
     assert kl_divergence_normal(mu, log_var, reduction="sum").item() == pytest.approx(5e29)

@@ -42,6 +42,7 @@ _CHUNK = 1 << 15  # at::internal::GRAIN_SIZE: 128 KiB a temporary, 4 or 5 of the
 # element, exp's rounding in float64 and the float64 sums err by at most 4e-15 (1 + e^d + |d|),
 # at most 1.2e-14 (1 + 2 KL): 3e-8 of the sum at the floor, less above it.
 _SUM_FLOOR = 4e-7
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 _SUM_CHUNK = 1 << 16  # 512 KiB of float64 buffer and 512 KiB of input per thread, in L2
 # (e^x - 1 - x) / (2 x^2) on [-1, 1] as a polynomial in x, lowest degree first: the degree-6
 # Chebyshev interpolant (numpy.polynomial.chebyshev.chebinterpolate, then cheb2poly), relative
@@ -252,24 +253,6 @@ def _kl_grads(
     return grad_mu.to(mu.dtype), grad_lv.to(log_var.dtype), grad_pm, grad_plv
 
 
-def _sum_grads(grad: Tensor, mu: Tensor, log_var: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """The gradients without a prior for a scalar ``grad`` of a sum scaled by ``scale``.
-
-    Up to _SMALL elements, in the fewest operations: ``addcmul`` of a 0-dim zero multiplies by
-    ``grad`` and ``scale`` at once. Above, where ``addcmul`` with 0-dim operands (not
-    vectorized) takes three times as long as multiplying by a 0-dim tensor, and with
-    ``(exp(lv) - 1) * h`` for the slower ``expm1(lv) * h``: an absolute error of half an ulp of
-    ``max(1, exp(lv)) * h``, the precision of the sum it is a part of, and exactly 0 at
-    ``lv = 0``.
-    """
-    if mu.numel() <= _SMALL:
-        zero = _constants(mu.device)[0]
-        grad_lv = torch.addcmul(zero, torch.expm1(log_var), grad, value=0.5 * scale)
-        return torch.addcmul(zero, mu, grad, value=scale), grad_lv
-    grad = grad * scale
-    return mu * grad, torch.exp(log_var).sub_(1.0).mul_(grad * 0.5)
-
-
 class FusedKL(torch.autograd.Function):
     """The eager KL: only the inputs are saved for backward, which recomputes what it needs."""
 
@@ -297,16 +280,27 @@ class FusedKL(torch.autograd.Function):
         return (*_kl_grads(grad, mu, log_var, prior_mu, prior_log_var), None, None)
 
 
+def _scalar(value: float, dtype: torch.dtype) -> Tensor:
+    """A CPU 0-dim tensor of ``value`` rounded to ``dtype``. ``torch.full`` takes half the time
+    of ``torch.tensor`` but refuses a finite value beyond float32's range, which a cast, and
+    ``torch.tensor``, rounds to inf."""
+    if abs(value) < _FLOAT32_MAX or dtype == torch.float64:  # False for NaN too
+        return torch.full((), value, dtype=dtype)
+    return torch.tensor(value, dtype=dtype)
+
+
 def kl_sum_forward(mu: Tensor, log_var: Tensor, scale: float) -> Tensor:
     """``scale`` times the KL from N(0, I) summed over all elements, with no autograd: the
     forward of :class:`FusedKLSum`, the KL term of a training step."""
     dtype = result_dtype(mu, log_var)
     if mu.numel() <= _SMALL:  # the fewest operations: each costs more than its arithmetic
         lv, m = log_var.double(), mu.double()  # addcmul_ of mixed dtypes is slower than this
-        kl = torch.expm1(lv).sub_(lv).addcmul_(m, m).sum().mul_(0.5 * scale)
-        return kl if dtype == torch.float64 else kl.float()
-    if mu.device.type == "cpu" and mu.dtype == log_var.dtype == torch.float32:
-        return torch.tensor(0.5 * scale * _twice_kl_sum(mu, log_var), dtype=dtype)
+        kl = torch.expm1(lv).sub_(lv).addcmul_(m, m).sum()
+        if mu.is_cpu:  # through the host: one operation instead of a multiplication and a cast
+            return _scalar(0.5 * scale * kl.item(), dtype)
+        return kl.mul_(0.5 * scale).to(dtype)
+    if mu.is_cpu and mu.dtype == log_var.dtype == torch.float32:
+        return _scalar(0.5 * scale * _twice_kl_sum(mu, log_var), dtype)
     return kl_forward(mu, log_var, None, None, "sum", scale)
 
 
@@ -322,8 +316,22 @@ class FusedKLSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        """Up to _SMALL elements, in the fewest operations: ``addcmul`` of a 0-dim zero
+        multiplies by ``grad`` and the scale at once. Above, where ``addcmul`` with 0-dim
+        operands (not vectorized) takes three times as long as multiplying by a 0-dim tensor,
+        and with ``(exp(lv) - 1) * h`` for the slower ``expm1(lv) * h``: an absolute error of
+        half an ulp of ``max(1, exp(lv)) * h``, the precision of the sum it is a part of, and
+        exactly 0 at ``lv = 0``."""
         mu, log_var = ctx.saved_tensors
+        scale = ctx.scale
         if torch.is_grad_enabled() or not mu.dtype == log_var.dtype == grad.dtype:
             # double backward needs differentiable operations; mixed dtypes need casts
-            return (*_kl_grads(grad * ctx.scale, mu, log_var, None, None)[:2], None)
-        return (*_sum_grads(grad, mu, log_var, ctx.scale), None)
+            grad_mu, grad_lv = _kl_grads(grad * scale, mu, log_var, None, None)[:2]
+        elif mu.numel() <= _SMALL:
+            zero = _constants(mu.device)[0]
+            grad_mu = torch.addcmul(zero, mu, grad, value=scale)
+            grad_lv = torch.addcmul(zero, torch.expm1(log_var), grad, value=0.5 * scale)
+        else:
+            grad = grad * scale
+            grad_mu, grad_lv = mu * grad, torch.exp(log_var).sub_(1.0).mul_(grad * 0.5)
+        return grad_mu, grad_lv, None
