@@ -105,7 +105,9 @@ def kl_divergence_normal(
     """
     free_bits = _check_arguments(mu, log_var, prior_mu, prior_log_var, reduction, free_bits)
     mode = "none" if reduction == "none" else "batch" if free_bits > 0 else "sum"
-    scale = _scale(reduction, mu) if mode == "sum" else 1.0
+    scale = 1.0  # from the sum over all elements to `reduction`, inside the fused path
+    if mode == "sum" and reduction != "sum":
+        scale /= mu.shape[0] if reduction == "batchmean" else mu.numel()
     if torch.compiler.is_compiling():
         kl = kl_traced(mu, log_var, prior_mu, prior_log_var, mode) * scale
     elif mode == "sum" and prior_mu is None and prior_log_var is None:  # a training step's
@@ -191,16 +193,6 @@ def _check_batch(mu: Tensor, reduction: str, free_bits: float) -> None:
             f"Argument mu should not be empty for reduction={reduction!r}, "
             f"but given mu.shape={tuple(mu.shape)} (the result would be NaN)"
         )
-
-
-def _scale(reduction: str, mu: Tensor) -> float:
-    """The factor from the sum over all elements to ``reduction``, applied inside the fused
-    path: one autograd node, and no extra pass over the elements."""
-    if reduction == "mean":
-        return 1.0 / mu.numel()
-    if reduction == "batchmean":
-        return 1.0 / mu.shape[0]
-    return 1.0
 
 
 def _reduce_free_bits(batch_sum: Tensor, reduction: str, free_bits: float, batch: int) -> Tensor:
