@@ -4,17 +4,39 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from torchmetrics import MetricCollection
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.aggregation import CatMetric
 from torchmetrics.regression import MeanSquaredError
 
+from tests.handlers import _dist_checkpoint
 from vaekit.handlers import TorchMetricsAdapter
 from vaekit.metrics import ActiveUnits, KLPerDimension, ReconKLRatio
 
 from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
+from ignite.metrics import Average
+from ignite.metrics.metric import (
+    BatchWise,
+    MetricUsage,
+    RunningBatchWise,
+    RunningEpochWise,
+    SingleEpochRunningBatchWise,
+)
 
 EPOCHS = 3
 
@@ -162,3 +184,441 @@ def test_reset_and_repr() -> None:
     adapter.reset()
     assert metric.update_count == 0
     assert repr(adapter) == "TorchMetricsAdapter(ReconKLRatio())"
+
+
+# Checkpoints: a run stopped after iteration STOP and resumed in a fresh engine with fresh
+# adapters must give the results of the uninterrupted run, bit for bit (same sums, same order).
+STOPS = (2, 3, 5, 8)  # part-way through epochs 1, 2 and 3, and at the end of epoch 1
+EPOCH_LENGTH = 3
+
+
+class _ByIteration:
+    """A process function that serves the batch of ``engine.state.iteration``.
+
+    Ignite restarts the data iterator when a run resumes; indexing by iteration gives the resumed
+    run the batches that the interrupted one had not seen, as a resumable data pipeline would.
+    """
+
+    def __init__(self, epochs: list[list[dict[str, torch.Tensor]]]) -> None:
+        self.batches = [batch for epoch in epochs for batch in epoch]
+
+    def __call__(self, engine: Engine, _: int) -> dict[str, torch.Tensor]:
+        return self.batches[engine.state.iteration - 1]
+
+
+def _pair(o: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return o["recon"], o["kl"]
+
+
+def _collection() -> MetricCollection:
+    """mse and rmse have equal states, so torchmetrics puts them in one compute group; the
+    CatMetric keeps a list state."""
+    metrics = {
+        "ratio": ReconKLRatio(),
+        "mse": MeanSquaredError(),
+        "rmse": MeanSquaredError(squared=False),
+        "cat": CatMetric(),
+    }
+    return MetricCollection(metrics, compute_groups=True, prefix="both_")
+
+
+def _collection_kwargs(o: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {**o, "preds": o["recon"], "target": o["kl"], "value": o["kl"]}
+
+
+def _adapters() -> dict[str, TorchMetricsAdapter]:
+    return {
+        "ratio": TorchMetricsAdapter(ReconKLRatio(), output_transform=_pair),
+        "au": TorchMetricsAdapter(ActiveUnits(), output_transform=lambda o: o["mu"]),
+        "kl": TorchMetricsAdapter(
+            KLPerDimension(), output_transform=lambda o: {"mu": o["mu"], "log_var": o["log_var"]}
+        ),
+        "both": TorchMetricsAdapter(_collection(), output_transform=_collection_kwargs),
+    }
+
+
+def _resumable(
+    epochs: list[list[dict[str, torch.Tensor]]],
+) -> tuple[Engine, dict[str, TorchMetricsAdapter], list[dict[str, Any]]]:
+    """An engine with every adapter attached, and the list its epochs' metrics go to."""
+    engine = Engine(_ByIteration(epochs))
+    adapters = _adapters()
+    for name, adapter in adapters.items():
+        adapter.attach(engine, name)
+    seen: list[dict[str, Any]] = []
+    engine.add_event_handler(
+        Events.EPOCH_COMPLETED, lambda e: seen.append({"epoch": e.state.epoch, **e.state.metrics})
+    )
+    return engine, adapters, seen
+
+
+def _run_all(engine: Engine) -> None:
+    engine.run(range(EPOCH_LENGTH), max_epochs=EPOCHS)
+
+
+def _exactly(actual: Any, expected: Any) -> None:
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+
+
+def _after(seen: list[dict[str, Any]], stop: int) -> list[dict[str, Any]]:
+    """The epochs a run resumed after iteration ``stop`` completes."""
+    return [m for m in seen if m["epoch"] > stop // EPOCH_LENGTH]
+
+
+@pytest.mark.parametrize("stop", STOPS)
+def test_resume_after_terminate_gives_the_uninterrupted_results(stop: int) -> None:
+    epochs = _epochs()
+    engine, _, uninterrupted = _resumable(epochs)
+    _run_all(engine)
+
+    engine, adapters, _ = _resumable(epochs)
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=stop), lambda e: e.terminate())
+    _run_all(engine)
+    saved = {name: adapter.state_dict() for name, adapter in adapters.items()}
+    saved["trainer"] = engine.state_dict()
+
+    engine, adapters, resumed = _resumable(epochs)
+    engine.load_state_dict(saved.pop("trainer"))
+    for name, state in saved.items():
+        adapters[name].load_state_dict(state)
+    engine.run(range(EPOCH_LENGTH))
+    assert [m["epoch"] for m in resumed] == list(range(stop // EPOCH_LENGTH + 1, EPOCHS + 1))
+    _exactly(resumed, _after(uninterrupted, stop))
+
+
+@pytest.mark.parametrize("stop", STOPS)
+def test_resume_from_an_ignite_checkpoint_on_disk(stop: int, tmp_path: Path) -> None:
+    epochs = _epochs()
+    engine, adapters, uninterrupted = _resumable(epochs)
+    to_save: dict[str, Any] = {"trainer": engine, **adapters}
+    checkpoint = Checkpoint(to_save, DiskSaver(tmp_path))
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=stop), checkpoint)
+    _run_all(engine)
+    (path,) = tmp_path.iterdir()
+
+    engine, adapters, resumed = _resumable(epochs)
+    Checkpoint.load_objects({"trainer": engine, **adapters}, path)  # weights_only=True
+    engine.run(range(EPOCH_LENGTH))
+    _exactly(resumed, _after(uninterrupted, stop))
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [BatchWise(), RunningBatchWise(), RunningEpochWise(), SingleEpochRunningBatchWise()],
+    ids=lambda u: u.usage_name,
+)
+def test_resume_with_other_usages(usage: MetricUsage) -> None:
+    # Batch-wise: every iteration starts afresh. Running: the loaded states carry on.
+    stop = 5
+    epochs = _epochs()
+
+    def attached() -> tuple[Engine, TorchMetricsAdapter, list[tuple[int, float]]]:
+        engine = Engine(_ByIteration(epochs))
+        adapter = TorchMetricsAdapter(ReconKLRatio(), output_transform=_pair)
+        adapter.attach(engine, "ratio", usage=usage)
+        seen: list[tuple[int, float]] = []
+
+        engine.add_event_handler(
+            usage.COMPLETED, lambda e: seen.append((e.state.iteration, e.state.metrics["ratio"]))
+        )
+        return engine, adapter, seen
+
+    engine, adapter, uninterrupted = attached()
+    saved: dict[str, Any] = {}
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED(once=stop),
+        lambda e: saved.update(trainer=e.state_dict(), ratio=adapter.state_dict()),
+    )
+    _run_all(engine)
+
+    engine, adapter, resumed = attached()
+    engine.load_state_dict(saved["trainer"])
+    adapter.load_state_dict(saved["ratio"])
+    engine.run(range(EPOCH_LENGTH))
+    assert len(resumed) >= 2
+    assert resumed == [(i, value) for i, value in uninterrupted if i > stop]
+
+
+def _vaekit_collection() -> MetricCollection:
+    return MetricCollection({"ratio": ReconKLRatio(), "au": ActiveUnits(), "kl": KLPerDimension()})
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 6), min_size=1, max_size=6), data=st.data())
+def test_any_split_resumes_to_the_uninterrupted_result(sizes: list[int], data: Any) -> None:
+    stop = data.draw(st.integers(0, len(sizes)), label="stop")
+    g = torch.Generator().manual_seed(sum(sizes))
+    batches = [
+        {
+            "recon": torch.rand(n, generator=g),
+            "kl": torch.rand(n, generator=g),
+            "mu": 3.0 + torch.randn(n, 2, 3, generator=g),
+            "log_var": torch.randn(n, 2, 3, generator=g),
+        }
+        for n in sizes
+    ]
+    uninterrupted = TorchMetricsAdapter(_vaekit_collection())
+    first = TorchMetricsAdapter(_vaekit_collection())
+    for batch in batches[:stop]:
+        first.update(batch)
+    second = TorchMetricsAdapter(_vaekit_collection())
+    second.load_state_dict(first.state_dict())
+    for batch in batches[stop:]:
+        second.update(batch)
+    for batch in batches:
+        uninterrupted.update(batch)
+    _exactly(second.compute(), uninterrupted.compute())
+
+
+def _feed(adapter: TorchMetricsAdapter, batches: list[dict[str, torch.Tensor]]) -> None:
+    for batch in batches:
+        adapter.update(_collection_kwargs(batch))
+
+
+def _copy(value: Any) -> Any:
+    return value.clone() if isinstance(value, torch.Tensor) else [v.clone() for v in value]
+
+
+def _states(adapter: TorchMetricsAdapter) -> dict[str, Any]:
+    """Copies of the update count and states of every torchmetrics metric in ``adapter``."""
+    return {
+        name: {"count": m.update_count, **{k: _copy(v) for k, v in m.metric_state.items()}}
+        for name, m in adapter.metric.named_modules()
+        if isinstance(m, Metric)
+    }
+
+
+def test_state_dict_loads_with_weights_only_and_shares_nothing() -> None:
+    batches = _epochs()[0]
+    adapter = TorchMetricsAdapter(_collection())
+    _feed(adapter, batches[:2])
+    state = adapter.state_dict()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)
+    before = _states(adapter)
+
+    restored = TorchMetricsAdapter(_collection())
+    restored.load_state_dict(loaded)
+    _exactly(_states(restored), before)
+    assert len(restored.metric.cat.value) == 2  # a list state
+    _feed(adapter, batches[2:])  # neither the saved dict nor the loaded one follows
+    _feed(restored, batches[2:])
+    _exactly(restored.compute(), adapter.compute())
+    reference = TorchMetricsAdapter(_collection())
+    _feed(reference, batches)
+    _exactly(restored.compute(), reference.compute())
+    for kept in (state, loaded):
+        fresh = TorchMetricsAdapter(_collection())
+        fresh.load_state_dict(kept)
+        _exactly(_states(fresh), before)
+
+
+def test_load_into_a_collection_whose_compute_groups_formed() -> None:
+    # A roll-back: the collection has formed its groups, so its members share their states.
+    batches = _epochs()[0]
+    adapter = TorchMetricsAdapter(_collection())
+    _feed(adapter, batches[:1])
+    state = adapter.state_dict()
+    _feed(adapter, batches[1:])
+    assert adapter.metric.compute_groups[1] == ["mse", "rmse"]
+    adapter.compute()  # a cached result, which the load must drop
+    adapter.load_state_dict(state)
+    collection = adapter.metric
+    assert collection.rmse.sum_squared_error is collection.mse.sum_squared_error
+    first = TorchMetricsAdapter(_collection())
+    _feed(first, batches[:1])
+    _exactly(adapter.compute(), first.compute())
+    _feed(adapter, batches[1:])
+    reference = TorchMetricsAdapter(_collection())
+    _feed(reference, batches)
+    _exactly(adapter.compute(), reference.compute())
+
+
+def test_states_load_onto_the_metrics_dtype_and_device() -> None:
+    source = TorchMetricsAdapter(ReconKLRatio())
+    source.update((torch.tensor([0.1, 0.2], dtype=torch.float64), torch.tensor([0.3, 0.4])))
+    target = TorchMetricsAdapter(ReconKLRatio().set_dtype(torch.float32))
+    target.load_state_dict(source.state_dict())
+    assert target.metric.recon_sum.dtype == torch.float32
+    assert target.metric.recon_sum.item() == pytest.approx(0.3, rel=1e-7)
+
+    on_meta = TorchMetricsAdapter(ReconKLRatio().to("meta"))
+    on_meta.load_state_dict(source.state_dict())
+    assert on_meta.metric.kl_sum.device.type == "meta"
+
+    cat = TorchMetricsAdapter(CatMetric())
+    cat.update(torch.tensor([1.0, 2.0]))
+    lists = TorchMetricsAdapter(CatMetric().to("meta"))
+    lists.load_state_dict(cat.state_dict())
+    assert [v.device.type for v in lists.metric.value] == ["meta"]
+    kept_on_cpu = TorchMetricsAdapter(CatMetric(compute_on_cpu=True).to("meta"))
+    kept_on_cpu.load_state_dict(cat.state_dict())
+    assert [v.device.type for v in kept_on_cpu.metric.value] == ["cpu"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_checkpoint_moves_between_cpu_and_cuda() -> None:
+    batches = _epochs()[0]
+    on_cuda = TorchMetricsAdapter(_collection().to("cuda"))
+    for batch in batches[:2]:
+        on_cuda.update(_collection_kwargs({k: v.cuda() for k, v in batch.items()}))
+    on_cpu = TorchMetricsAdapter(_collection())
+    on_cpu.load_state_dict(on_cuda.state_dict())
+    torch.testing.assert_close(
+        _states(on_cpu), _states(on_cuda), rtol=0, atol=0, check_device=False
+    )
+    assert on_cpu.metric.ratio.recon_sum.device.type == "cpu"
+    back = TorchMetricsAdapter(_collection().to("cuda"))
+    back.load_state_dict(on_cpu.state_dict())
+    _exactly(_states(back), _states(on_cuda))
+    assert all(v.device.type == "cuda" for v in back.metric.cat.value)
+
+
+def _tampered(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """The state dict of a fed ReconKLRatio adapter, its one process's part edited by ``change``."""
+    adapter = TorchMetricsAdapter(ReconKLRatio())
+    adapter.update((torch.tensor([9.0]), torch.tensor([1.0])))
+    state = adapter.state_dict()
+    (per_rank,) = state["__metric_state_per_rank"]
+    change(per_rank["metrics"][""])
+    return state
+
+
+MISMATCHES: list[tuple[Callable[[], Metric | MetricCollection], dict[str, Any], str]] = [
+    (
+        MeanSquaredError,
+        TorchMetricsAdapter(ReconKLRatio()).state_dict(),
+        r"Argument state_dict should hold the states of MeanSquaredError, "
+        r"but given the states of ReconKLRatio",
+    ),
+    (
+        lambda: MetricCollection({"ratio": ReconKLRatio(), "mse": MeanSquaredError()}),
+        TorchMetricsAdapter(
+            MetricCollection({"ratio": ReconKLRatio(), "error": MeanSquaredError()})
+        ).state_dict(),
+        r"Argument state_dict should hold the states of mse=MeanSquaredError, "
+        r"ratio=ReconKLRatio, but given the states of error=MeanSquaredError, ratio=ReconKLRatio",
+    ),
+    (
+        lambda: MetricCollection({"ratio": ReconKLRatio()}),
+        TorchMetricsAdapter(ReconKLRatio()).state_dict(),
+        r"Argument state_dict should hold the states of ratio=ReconKLRatio, "
+        r"but given the states of ReconKLRatio",
+    ),
+    (
+        ReconKLRatio,
+        _tampered(lambda e: e["states"].update(total=e["states"].pop("kl_sum"))),
+        r"Argument state_dict should hold the states \['kl_sum', 'recon_sum'\] of "
+        r"ReconKLRatio, but given \['recon_sum', 'total'\]",
+    ),
+    (
+        ReconKLRatio,
+        _tampered(lambda e: e["states"].update(kl_sum=[torch.tensor(1.0)])),
+        r"Argument state_dict should hold a Tensor for the state kl_sum of ReconKLRatio, "
+        r"but given list",
+    ),
+    (
+        ReconKLRatio,
+        _tampered(lambda e: e.update(update_count=-1)),
+        r"Argument state_dict should hold a non-negative int update count for ReconKLRatio, "
+        r"but given -1",
+    ),
+    (
+        ReconKLRatio,
+        Average().state_dict(),  # an Ignite metric's
+        r"Argument state_dict should be a TorchMetricsAdapter.state_dict\(\), "
+        r"but given OrderedDict with keys \['accumulator', 'num_examples'\]",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "state", "message"), MISMATCHES)
+def test_mismatched_state_dict_raises_and_changes_nothing(
+    make: Callable[[], Metric | MetricCollection], state: dict[str, Any], message: str
+) -> None:
+    adapter = TorchMetricsAdapter(make())
+    adapter.metric.update(torch.tensor([4.0, 5.0]), torch.tensor([1.0, 3.0]))
+    before, value = _states(adapter), adapter.compute()
+    with pytest.raises(ValueError, match=message):
+        adapter.load_state_dict(state)
+    _exactly(_states(adapter), before)
+    _exactly(adapter.compute(), value)
+
+
+def test_failed_load_leaves_the_members_it_checked_untouched() -> None:
+    # The first member matches; the second's states do not: nothing may be loaded.
+    def two() -> MetricCollection:
+        return MetricCollection({"a": ReconKLRatio(), "b": ReconKLRatio()})
+
+    saved = TorchMetricsAdapter(two())
+    saved.update((torch.tensor([1.0]), torch.tensor([2.0])))
+    state = saved.state_dict()
+    (per_rank,) = state["__metric_state_per_rank"]
+    del per_rank["metrics"]["b"]["states"]["kl_sum"]
+    adapter = TorchMetricsAdapter(two())
+    adapter.update((torch.tensor([7.0]), torch.tensor([3.0])))
+    before = _states(adapter)
+    with pytest.raises(ValueError, match=r"of b=ReconKLRatio, but given \['recon_sum'\]"):
+        adapter.load_state_dict(state)
+    _exactly(_states(adapter), before)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_each_restore_their_own_states(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+    }
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo0" if sys.platform == "darwin" else "lo")
+    logs = [tmp_path / f"rank{rank}.log" for rank in (0, 1)]
+    procs = []
+    for rank, log in enumerate(logs):
+        with log.open("w") as stderr:  # a file, so that no rank blocks on a full pipe
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, _dist_checkpoint.__file__, str(tmp_path)],
+                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                    stderr=stderr,
+                    start_new_session=True,  # killable with whatever it spawns
+                )
+            )
+    try:
+        for proc in procs:
+            proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):  # this one had ended
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        pytest.fail("_dist_checkpoint.py hung for 120 s")
+    errors = [log.read_text()[-3000:] for log in logs]
+    assert [proc.returncode for proc in procs] == [0, 0], errors
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+    for rank in ranks:
+        _exactly(rank["loaded"], rank["saved"])
+    assert not torch.equal(
+        ranks[0]["saved"]["ratio"]["kl_sum"], ranks[1]["saved"]["ratio"]["kl_sum"]
+    )
+    batches = _dist_checkpoint.make_batches()
+    single = _dist_checkpoint.make_adapter()
+    for batch in batches:
+        single.update(batch)
+    expected = single.compute()
+    for rank in ranks:
+        assert rank["result"]["au"].item() == expected["au"].item() == 2
+        torch.testing.assert_close(rank["result"], expected, rtol=1e-12, atol=1e-12)
