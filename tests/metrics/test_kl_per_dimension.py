@@ -90,3 +90,17 @@ def test_merge_state_checks_the_latent_shape() -> None:
     fresh.merge_state(right)
     with pytest.raises(ValueError, match=r"should have shape \(B, 1\) like the earlier updates"):
         fresh.update(*_pair(2, 7, 3))
+
+
+def test_loaded_states_keep_the_latent_shape_check() -> None:
+    saved = KLPerDimension()
+    saved.persistent(True)  # torchmetrics' own checkpoint route: states in the module state dict
+    saved.update(*_pair(2, 8, 3))
+    loaded = KLPerDimension()
+    loaded.persistent(True)
+    loaded.load_state_dict(saved.state_dict())
+    with pytest.raises(ValueError, match=r"should have shape \(B, 3\) like the earlier updates"):
+        loaded.update(*_pair(2, 9, 1))  # would broadcast into the (3,) sums otherwise
+    loaded.update(*_pair(2, 9, 3))
+    saved.update(*_pair(2, 9, 3))
+    torch.testing.assert_close(loaded.compute(), saved.compute(), rtol=0, atol=0)

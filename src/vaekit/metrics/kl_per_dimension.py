@@ -88,11 +88,20 @@ class KLPerDimension(_SumStateMetric):
         check_tensor("log_var", log_var)
         check_same_shape("mu", mu, "log_var", log_var)
         _check_batched("mu", mu)
-        _check_latent_shape("mu", mu, self._latent_shape)
+        _check_latent_shape("mu", mu, self._shape)
         kl_sum, n = _kl_per_dimension_update(mu, log_var)
         self._latent_shape = tuple(mu.shape[1:])
         self.kl_sum = self.kl_sum + kl_sum
         self.total += n
+
+    @property
+    def _shape(self) -> tuple[int, ...] | None:
+        """The latent shape of the updates so far: as ``update`` recorded it, or read from sums
+        loaded from a checkpoint (torchmetrics' ``load_state_dict``, a TorchMetricsAdapter's),
+        which carry the states but not this attribute."""
+        if self._latent_shape is None and self.kl_sum.dim() > 0:
+            return tuple(self.kl_sum.shape)
+        return self._latent_shape
 
     def _aligned(self, incoming_state: dict[str, Any] | Metric) -> dict[str, Any] | Metric:
         if isinstance(incoming_state, KLPerDimension):
@@ -102,9 +111,10 @@ class KLPerDimension(_SumStateMetric):
             theirs = tuple(incoming_state["kl_sum"].shape) if seen else None
         else:
             return incoming_state  # torchmetrics raises its own error
-        if theirs is not None and self._latent_shape not in (None, theirs):
+        ours = self._shape
+        if theirs is not None and ours not in (None, theirs):
             raise ValueError(
-                f"Argument incoming_state should have latent shape {self._latent_shape}, "
+                f"Argument incoming_state should have latent shape {ours}, "
                 f"but given latent shape {theirs}"
             )
         if theirs is not None:
@@ -128,7 +138,7 @@ class KLPerDimension(_SumStateMetric):
         collectives.
         """
         group = process_group or self.process_group
-        agreed = _agree_latent_shape(self._latent_shape, dist_sync_fn, group, self.total.device)
+        agreed = _agree_latent_shape(self._shape, dist_sync_fn, group, self.total.device)
         if agreed is not None and self.kl_sum.shape != agreed[0]:  # no sample since reset
             self.kl_sum = self.kl_sum.new_zeros(agreed[0])
         super()._sync_dist(dist_sync_fn, process_group)
