@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import sys
 
+import mpmath
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.distributions import Normal, kl_divergence
 
+from tests.functional._kl_reference import expm1_minus_x
 from vaekit.functional import kl_divergence_normal
 
 SHAPES = [(5, 3), (4, 2, 3, 3), (2, 3, 2, 2, 3)]
@@ -130,18 +133,48 @@ def test_zero_at_mu_zero_log_var_zero(dtype):
         assert (kl_divergence_normal(zeros, zeros, reduction=reduction) == 0).all()
 
 
+MAGNITUDES = torch.logspace(-6, 0.5, 27, dtype=torch.float64).tolist()
+PATHS = ["fused", "fused-large", "elementwise", "prior", "free-bits"]
+
+
+def kl_by_path(path, mu, log_var):
+    """The KL of every element (for one value repeated) and the summed loss to differentiate,
+    through each path the KL has: the table in vaekit.functional._kl_fast."""
+    if path == "elementwise":
+        kl = kl_divergence_normal(mu, log_var, reduction="none")
+        return kl[0], kl.sum()
+    if path == "prior":
+        zero = torch.zeros(())
+        kl = kl_divergence_normal(mu, log_var, zero, zero, reduction="sum")
+    elif path == "free-bits":
+        kl = kl_divergence_normal(mu, log_var, reduction="sum", free_bits=1e-30)
+    else:
+        kl = kl_divergence_normal(mu, log_var, reduction="sum")
+    return kl / mu.numel(), kl
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_accurate_near_log_var_zero(sign):
-    # The textbook 1 + lv - exp(lv) loses every digit here; float32 precision is the bar.
-    log_var = (sign * torch.logspace(-6, 0.5, 400, dtype=torch.float64)).float()
-    mu = torch.zeros_like(log_var)
-    lv64 = log_var.double()  # the float64 reference takes the float32 input exactly as given
-    want = 0.5 * (torch.expm1(lv64) - lv64)  # float64: relative error < 1e-9 down to 1e-6
-    got = kl_divergence_normal(mu, log_var, reduction="none").double()
-    rel = ((got - want).abs() / want).max().item()
-    assert rel < 4e-6, f"relative error {rel:.2e}"
-    notebook = (-0.5 * (1 + log_var - log_var.exp())).double()
-    assert ((notebook - want).abs() / want).max().item() > 0.5  # the trap is real
+def test_value_and_gradient_keep_float32_precision_near_the_prior(path, sign):
+    # The textbook 1 + lv - exp(lv) loses every digit here, and its gradient exp(lv) - 1 too.
+    n = 300_000 if path == "fused-large" else 3
+    for magnitude in MAGNITUDES:
+        value = torch.tensor(sign * magnitude).float()
+        log_var = value.expand(n, 1).clone().requires_grad_()
+        mu = torch.zeros(n, 1)
+        kl, loss = kl_by_path(path, mu, log_var)
+        loss.backward()
+        lv64 = value.double()  # the reference takes the float32 input exactly as given
+        want = 0.5 * expm1_minus_x(lv64)
+        want_grad = 0.5 * torch.expm1(lv64)
+        assert abs(kl.double() - want) <= 1e-6 * want, (path, value.item())
+        assert log_var.grad is not None
+        err = (log_var.grad.double() - want_grad).abs().max()
+        assert err <= 1e-6 * want_grad.abs(), (path, value.item())
+    tiny = torch.tensor(sign * MAGNITUDES[0]).float()
+    notebook = (-0.5 * (1 + tiny - tiny.exp())).double()
+    exact = 0.5 * expm1_minus_x(tiny.double())
+    assert abs(notebook - exact) > 0.5 * exact  # the trap is real
 
 
 def test_half_precision_is_computed_in_float32():
@@ -163,16 +196,39 @@ def test_half_precision_gradients_flow_back_in_half():
     torch.testing.assert_close(mu.grad.float(), mu.detach().float() / 3, rtol=1e-3, atol=1e-3)
 
 
-def test_extreme_log_var_gives_inf_only_where_the_true_value_overflows():
-    log_var = torch.tensor([[-1e4, -100.0, 80.0, 88.0, 89.0, 1e4]])
-    mu = torch.tensor([[1e19, 0.0, 0.0, 0.0, 0.0, 0.0]])
-    got = kl_divergence_normal(mu, log_var, reduction="none")
-    mu64, lv64 = mu.double(), log_var.double()  # torch.distributions rejects a zero scale
-    want = 0.5 * (mu64.square() + torch.expm1(lv64) - lv64)
-    assert not got.isnan().any()
-    overflows = want > torch.finfo(torch.float32).max
-    assert torch.equal(got.isinf(), overflows)
-    torch.testing.assert_close(got[~overflows].double(), want[~overflows], rtol=1e-6, atol=0)
+EXTREME_LOG_VAR = [-math.inf, -1e4, -100.0, 80.0, 88.0, 88.8, 89.3, 89.5, 1e4, math.inf]
+EXTREME_MU = [2e19, 2.7e19, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("path", ["elementwise", "fused", "prior", "free-bits"])
+def test_inf_exactly_where_the_true_value_overflows(path):
+    float32_max = torch.finfo(torch.float32).max
+    for m, lv in zip(EXTREME_MU, EXTREME_LOG_VAR, strict=True):
+        mu = torch.tensor([[m]], requires_grad=True)
+        log_var = torch.tensor([[lv]], requires_grad=True)
+        kl, loss = kl_by_path(path, mu, log_var)
+        m64, lv64 = mu.double(), log_var.double()  # torch.distributions rejects a zero scale
+        want = 0.5 * (m64.square() + torch.expm1(lv64) - lv64)
+        if math.isinf(lv):
+            want = torch.full_like(want, math.inf)
+        assert not kl.isnan().any(), (m, lv)
+        if want.item() > float32_max:
+            assert kl.item() == math.inf, (m, lv)
+        else:
+            torch.testing.assert_close(kl.double().reshape(()), want.reshape(()), rtol=1e-6, atol=0)
+        loss.backward()
+        assert mu.grad is not None
+        assert log_var.grad is not None
+        assert not mu.grad.isnan().any()
+        assert not log_var.grad.isnan().any()
+
+
+def test_the_float64_kl_overflows_only_where_the_true_value_does():
+    log_var = torch.tensor([700.0, 709.0, 710.0, 711.0], dtype=torch.float64)
+    got = kl_divergence_normal(torch.zeros(4), log_var, reduction="none")
+    exact = [0.5 * (mpmath.exp(v) - 1 - v) for v in log_var.tolist()]  # arbitrary precision
+    want = [float(v) if v < sys.float_info.max else math.inf for v in exact]
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-14, atol=0)
 
 
 # ---------------------------------------------------------------- free bits
@@ -318,3 +374,52 @@ def test_batchmean_needs_a_batch_dimension():
         kl_divergence_normal(torch.tensor(0.5), torch.tensor(0.1))
     scalar = kl_divergence_normal(torch.tensor(0.5), torch.tensor(0.1), reduction="sum")
     torch.testing.assert_close(scalar.double(), reference(torch.tensor([0.5]), torch.tensor([0.1])))
+
+
+def test_inputs_on_another_device_are_refused_not_ignored():
+    z = torch.zeros(2, 3)
+    meta = torch.zeros(3, device="meta")
+    for kwargs, name in (
+        ({"prior_mu": meta}, "prior_mu"),
+        ({"prior_log_var": meta}, "prior_log_var"),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=rf"Arguments mu and {name} should be on the same device, but given "
+            rf"mu.device=cpu and {name}.device=meta",
+        ):
+            kl_divergence_normal(z, z, **kwargs)
+    with pytest.raises(ValueError, match=r"Arguments mu and log_var should be on the same device"):
+        kl_divergence_normal(z, torch.zeros(2, 3, device="meta"))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("prior", [False, True])
+@pytest.mark.parametrize("n", [4, 300_000])
+def test_every_path_runs_on_the_input_device(reduction, prior, n):
+    # The meta device computes nothing: a CPU tensor copied into the computation would raise.
+    mu, log_var = (torch.empty(n, 3, device="meta", requires_grad=True) for _ in range(2))
+    priors = (torch.empty(3, device="meta"),) * 2 if prior else (None, None)
+    kl = kl_divergence_normal(mu, log_var, *priors, reduction=reduction)
+    assert kl.device.type == "meta"
+    kl.sum().backward()
+    assert mu.grad is not None
+    assert mu.grad.device.type == "meta"
+
+
+def test_a_latent_with_no_elements_has_a_kl_of_zero_per_data_point():
+    empty = torch.zeros(4, 0)
+    assert kl_divergence_normal(empty, empty).item() == 0.0
+    assert kl_divergence_normal(empty, empty, reduction="sum", free_bits=0.5).item() == 0.0
+    with pytest.raises(ValueError, match=r"should not be empty for reduction='mean'"):
+        kl_divergence_normal(empty, empty, reduction="mean")
+
+
+def test_free_bits_beyond_float32_are_refused_by_name():
+    z = torch.zeros(2, 3)
+    with pytest.raises(
+        ValueError,
+        match=r"Argument free_bits should be at most 3.403e\+38, the largest float32, but "
+        r"given 1e\+308",
+    ):
+        kl_divergence_normal(z, z, free_bits=1e308)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from vaekit._checks import check_free_bits, check_reduction
-from vaekit.functional.kl import kl_divergence_normal
+from vaekit.functional.kl import _kl_divergence_normal
 
 __all__ = ["KLDivergenceNormal"]
 
@@ -56,13 +56,8 @@ class KLDivergenceNormal(nn.Module):
         prior_mu: Tensor | None = None,
         prior_log_var: Tensor | None = None,
     ) -> Tensor:
-        return kl_divergence_normal(
-            mu,
-            log_var,
-            prior_mu,
-            prior_log_var,
-            reduction=self.reduction,
-            free_bits=self.free_bits,
+        return _kl_divergence_normal(
+            mu, log_var, prior_mu, prior_log_var, self.reduction, self.free_bits
         )
 
     def extra_repr(self) -> str:
