@@ -452,9 +452,11 @@ def test_recon_var_errors():
         r"recon_var=2.0 with recon='mse'",
     ):
         vae_loss(x_hat, x, mu, log_var, recon_var=2.0)
-    with pytest.raises(ValueError, match=r"Argument recon_var should be > 0, but given 0.0"):
+    with pytest.raises(
+        ValueError, match=r"Argument recon_var should be a finite number > 0, but given 0.0"
+    ):
         vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=0.0)
-    with pytest.raises(ValueError, match=r"Argument recon_var should be a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"Argument recon_var should be a finite number > 0"):
         vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=-1.0)
     with pytest.raises(TypeError, match=r"Argument recon_var should be a float, but given str"):
         vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="1")  # type: ignore[arg-type]
@@ -515,3 +517,77 @@ def test_convert_beta_errors():
         convert_beta(1.0, source="mean", target="sum", batch_size=0, **kw)
     with pytest.raises(ValueError, match=r"Argument target should be one of .* but given 'none'"):
         convert_beta(1.0, source="sum", target="none", **kw)
+
+
+# ---------------------------------------------------------------- careless input
+
+
+def test_a_recon_var_tensor_of_zeros_or_negatives_is_refused_not_nan():
+    x_hat, x, mu, log_var = inputs()
+    for bad in (torch.zeros(1), torch.tensor([1.0, -2.0, 1.0]), torch.tensor([math.nan])):
+        with pytest.raises(
+            ValueError, match=r"Argument recon_var should be finite and > 0 everywhere, but given"
+        ):
+            vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=bad.double())
+
+
+@pytest.mark.parametrize("name", ["beta", "capacity"])
+def test_a_negative_or_nan_weight_tensor_is_refused_as_vaeloss_refuses_it(name):
+    x_hat, x, mu, log_var = inputs()
+    for bad in (torch.tensor(-1.0), torch.tensor(math.nan), torch.tensor(1e39)):
+        with pytest.raises(ValueError, match=rf"Argument {name} should be a finite number >= 0"):
+            vae_loss(x_hat, x, mu, log_var, **{name: bad.double()})
+
+
+def test_a_weight_beyond_float32_is_refused_by_name():
+    x_hat, x, mu, log_var = inputs()
+    with pytest.raises(
+        ValueError,
+        match=r"Argument beta should be at most 3.403e\+38, the largest float32, but given 1e\+300",
+    ):
+        vae_loss(x_hat, x, mu, log_var, beta=1e300)
+
+
+def test_a_learnable_beta_gets_its_gradient():
+    x_hat, x, mu, log_var = inputs()
+    beta = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    out = vae_loss(x_hat, x, mu, log_var, beta=beta)
+    out.loss.backward()
+    assert beta.grad is not None
+    torch.testing.assert_close(beta.grad, out.kl.detach())
+
+
+def test_a_callable_recon_returning_a_complex_or_integer_tensor_is_refused():
+    x_hat, x, mu, log_var = inputs()
+    for dtype in (torch.complex64, torch.int64):
+        with pytest.raises(
+            TypeError,
+            match=rf"Argument recon should return a real floating-point tensor, but given dtype "
+            rf"{dtype}",
+        ):
+            vae_loss(
+                x_hat, x, mu, log_var, recon=lambda a, b, d=dtype: torch.zeros(b.shape, dtype=d)
+            )
+
+
+def test_bce_given_logits_points_to_bce_with_logits():
+    x_hat, x, mu, log_var = inputs()  # x_hat is unbounded: logits
+    with pytest.raises(
+        ValueError,
+        match=r"Argument x_hat should hold probabilities in \[0, 1\] for recon='bce', but given "
+        r"values from .* to .*; for logits, use recon='bce_with_logits'",
+    ):
+        vae_loss(x_hat, x, mu, log_var, recon="bce")
+
+
+def test_inputs_on_another_device_are_refused():
+    x_hat, x, mu, log_var = inputs()
+    meta = torch.empty(x.shape, device="meta", dtype=x.dtype)
+    with pytest.raises(
+        ValueError,
+        match=r"Arguments x and x_hat should be on the same device, but given x.device=cpu and "
+        r"x_hat.device=meta",
+    ):
+        vae_loss(meta, x, mu, log_var)
+    with pytest.raises(ValueError, match=r"Arguments mu and log_var should be on the same device"):
+        vae_loss(x_hat, x, mu, log_var.to("meta"))

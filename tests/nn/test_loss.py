@@ -89,12 +89,21 @@ def test_beta_and_capacity_are_written_in_place_and_stay_out_of_state_dict():
 
 def test_a_tensor_beta_is_copied_not_linked():
     module = VAELoss()
-    source = torch.tensor(0.5, requires_grad=True)
+    source = torch.tensor(0.5)
     module.beta = source
-    assert not module.beta.requires_grad
-    with torch.no_grad():
-        source.fill_(9.0)
+    source.fill_(9.0)
     assert module.beta.item() == 0.5
+
+
+def test_a_beta_that_requires_grad_is_refused_not_silently_detached():
+    module = VAELoss(beta=0.25)
+    with pytest.raises(
+        ValueError,
+        match=r"Argument beta should not require grad: VAELoss copies it into a buffer, which "
+        r"drops its gradient \(pass a tensor beta to vaekit.functional.vae_loss to learn it\)",
+    ):
+        module.beta = torch.tensor(0.5, requires_grad=True)
+    assert module.beta.item() == 0.25
 
 
 def test_setting_beta_between_forward_and_backward_keeps_the_forward_beta():
@@ -213,3 +222,38 @@ def test_compiled_equals_eager():
     args = (x_hat, mu, log_var)
     grads = torch.autograd.grad(got.loss, args)
     torch.testing.assert_close(grads, torch.autograd.grad(eager.loss, args))
+
+
+def test_beta_survives_a_module_cast_to_half_precision():
+    # convert_beta's own example: 16,777,216 is inf in float16.
+    module = VAELoss(beta=16777216.0, capacity=70000.0).half()
+    assert module.beta.dtype == torch.float32
+    assert module.beta.item() == 16777216.0
+    assert module.capacity is not None
+    assert module.capacity.item() == 70000.0
+    module = module.to(torch.bfloat16).double()
+    assert module.beta.dtype == torch.float64
+    assert module.beta.item() == 16777216.0
+    x_hat, x, mu, log_var = (t.half() for t in inputs())
+    out = module.half()(x_hat, x, mu, log_var)
+    assert out.loss.isfinite()
+
+
+def test_a_beta_beyond_float32_is_refused_by_name():
+    with pytest.raises(
+        ValueError, match=r"Argument beta should be at most 3.403e\+38, the largest float32"
+    ):
+        VAELoss(beta=1e300)
+    with pytest.raises(
+        ValueError, match=r"Argument free_bits should be at most 3.403e\+38, the largest float32"
+    ):
+        VAELoss(free_bits=1e308)
+
+
+def test_a_module_on_the_meta_device_prints():
+    with torch.device("meta"):
+        module = VAELoss(beta=0.5, capacity=1.0)
+    assert module.beta.device.type == "meta"
+    assert repr(module) == (
+        "VAELoss(recon='mse', reduction='batchmean', beta=meta, free_bits=0.0, capacity=meta)"
+    )

@@ -13,23 +13,25 @@ from torch import Tensor
 
 from vaekit._checks import (
     check_broadcastable_to,
-    check_non_negative,
+    check_free_bits,
+    check_loss_reduction,
+    check_number,
     check_positive_int,
+    check_same_device,
     check_same_shape,
     check_tensor,
+    check_weight,
     result_dtype,
 )
-from vaekit.functional.kl import kl_divergence_normal
+from vaekit._reduction import Reduction, per_data_point_scale, reduce, split
+from vaekit.functional.kl import _kl_divergence_normal
 
 __all__ = ["VAELossOutput", "convert_beta", "vae_loss"]
 
 RECONS = ("mse", "l1", "bce", "bce_with_logits", "gaussian")
-LOSS_REDUCTIONS = ("batchmean", "mean", "sum")
 
 ReconFn: TypeAlias = Callable[[Tensor, Tensor], Tensor]
 """A reconstruction loss ``fn(x_hat, x)`` returning one loss per element of ``x``."""
-Reduction: TypeAlias = str | tuple[str, str]
-"""A reduction for both terms, or an explicit ``(recon, kl)`` pair."""
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -158,27 +160,54 @@ def vae_loss(
         >>> vae_loss(x_hat, x, mu, log_var, beta=4.0, capacity=0.5).loss
         tensor(1.8362)
     """
+    recon = check_recon(recon)
+    recon_reduction, kl_reduction = split(check_loss_reduction(reduction))
+    return _vae_loss(
+        x_hat,
+        x,
+        mu,
+        log_var,
+        recon=recon,
+        beta=check_weight("beta", beta),
+        recon_reduction=recon_reduction,
+        kl_reduction=kl_reduction,
+        free_bits=check_free_bits(free_bits, kl_reduction),
+        capacity=None if capacity is None else check_weight("capacity", capacity),
+        recon_var=check_recon_var(recon_var, recon),
+    )
+
+
+def _vae_loss(
+    x_hat: Tensor,
+    x: Tensor,
+    mu: Tensor,
+    log_var: Tensor,
+    *,
+    recon: str | ReconFn,
+    beta: float | Tensor,
+    recon_reduction: str,
+    kl_reduction: str,
+    free_bits: float,
+    capacity: float | Tensor | None,
+    recon_var: float | Tensor,
+) -> VAELossOutput:
+    """:func:`vae_loss` for checked settings: what :class:`vaekit.VAELoss` calls."""
     for name, t in (("x_hat", x_hat), ("x", x), ("mu", mu), ("log_var", log_var)):
         check_tensor(name, t)
     check_same_shape("x_hat", x_hat, "x", x)
-    check_same_shape("mu", mu, "log_var", log_var)
+    check_same_device("x", x, "x_hat", x_hat)
     _check_batch_sizes(x, mu)
-    recon = check_recon(recon)
-    recon_reduction, kl_reduction = _split(check_loss_reduction(reduction))
-    beta = check_weight("beta", beta)
-    capacity = None if capacity is None else check_weight("capacity", capacity)
-    recon_var = check_recon_var(recon_var, recon)
     if isinstance(recon_var, Tensor):
         check_broadcastable_to("recon_var", recon_var, "x", x)
-    check_non_negative("free_bits", free_bits)  # before a costly recon; the KL checks the rest
+        check_same_device("x", x, "recon_var", recon_var)
     if recon_reduction != "sum" and x.numel() == 0:
         raise ValueError(
             f"Argument x should not be empty for reduction={recon_reduction!r}, "
             f"but given x.shape={tuple(x.shape)} (the result would be NaN)"
         )
 
-    recon_term = _reduce(_recon_elementwise(x_hat, x, recon, recon_var), recon_reduction)
-    kl = kl_divergence_normal(mu, log_var, reduction=kl_reduction, free_bits=free_bits)
+    recon_term = reduce(_recon_elementwise(x_hat, x, recon, recon_var), recon_reduction)
+    kl = _kl_divergence_normal(mu, log_var, None, None, kl_reduction, free_bits)
     if isinstance(beta, Tensor):
         # A copy: autograd saves beta for backward, and a schedule may write it in place
         # between this forward and its backward.
@@ -243,7 +272,7 @@ def convert_beta(
         ...              latent_size=10)  # Higgins et al.'s normalised beta
         0.009765625
     """
-    beta = check_non_negative("beta", beta)
+    beta = check_number("beta", beta, low=0.0)
     check_positive_int("input_size", input_size)
     check_positive_int("latent_size", latent_size)
     if batch_size is not None:
@@ -270,45 +299,11 @@ def check_recon(recon: object) -> str | ReconFn:
     return recon
 
 
-def check_loss_reduction(reduction: object, name: str = "reduction") -> Reduction:
-    """Return ``reduction`` if it is a loss reduction or a ``(recon, kl)`` pair, else raise."""
-    if isinstance(reduction, str) and reduction in LOSS_REDUCTIONS:
-        return reduction
-    if (
-        isinstance(reduction, tuple)
-        and len(reduction) == 2
-        and all(isinstance(r, str) and r in LOSS_REDUCTIONS for r in reduction)
-    ):
-        return reduction[0], reduction[1]
-    choices = ", ".join(repr(r) for r in LOSS_REDUCTIONS)
-    raise ValueError(
-        f"Argument {name} should be one of {choices}, or a (recon, kl) tuple of them, "
-        f"but given {reduction!r}"
-    )
-
-
-def check_weight(name: str, value: object) -> float | Tensor:
-    """Return a number ``>= 0`` as a float, or a one-element floating tensor, else raise.
-
-    A tensor's value is not read: that would force a device sync.
-    """
-    if not isinstance(value, Tensor):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(
-                f"Argument {name} should be a float or a tensor, but given {type(value).__name__}"
-            )
-        return check_non_negative(name, value)
-    check_tensor(name, value)
-    if value.numel() != 1:
-        raise ValueError(
-            f"Argument {name} should be a one-element tensor, "
-            f"but given {name}.shape={tuple(value.shape)}"
-        )
-    return value
-
-
 def check_recon_var(value: object, recon: str | ReconFn) -> float | Tensor:
-    """Return the Gaussian variance as a float > 0 or a floating tensor, else raise."""
+    """Return the Gaussian variance as a float > 0 or a floating tensor, else raise.
+
+    A tensor's values are checked on the CPU only: reading them elsewhere would force a sync.
+    """
     if value is None:
         return 1.0
     if recon != "gaussian":
@@ -317,11 +312,16 @@ def check_recon_var(value: object, recon: str | ReconFn) -> float | Tensor:
             f"recon_var={value!r} with recon={recon!r}"
         )
     if isinstance(value, Tensor):
-        return check_tensor("recon_var", value)
-    var = check_non_negative("recon_var", value)
-    if var == 0:
-        raise ValueError(f"Argument recon_var should be > 0, but given {value!r}")
-    return var
+        check_tensor("recon_var", value)
+        if value.device.type == "cpu" and not torch.compiler.is_compiling():
+            values = value.detach()
+            if not bool(((values > 0) & values.isfinite()).all()):
+                raise ValueError(
+                    "Argument recon_var should be finite and > 0 everywhere, but given a "
+                    f"tensor with values from {values.min().item()} to {values.max().item()}"
+                )
+        return value
+    return check_number("recon_var", value, low=0.0, low_open=True)
 
 
 def _check_batch_sizes(x: Tensor, mu: Tensor) -> None:
@@ -337,27 +337,21 @@ def _check_batch_sizes(x: Tensor, mu: Tensor) -> None:
         )
 
 
-def _split(reduction: Reduction) -> tuple[str, str]:
-    return (reduction, reduction) if isinstance(reduction, str) else reduction
-
-
 def _kl_weight(
     name: str, reduction: Reduction, input_size: int, latent_size: int, batch_size: int | None
 ) -> Fraction:
     """The KL's scale relative to the reconstruction's, ``s_z / s_x``, under ``reduction``."""
-    recon_reduction, kl_reduction = _split(check_loss_reduction(reduction, name))
+    recon_reduction, kl_reduction = split(check_loss_reduction(reduction, name))
     if (recon_reduction == "sum") != (kl_reduction == "sum") and batch_size is None:
         raise ValueError(
             f"Argument batch_size should be given to convert a beta for {name}="
             f"{reduction!r}, whose batch size does not cancel, but given None"
         )
 
-    def scale(r: str, size: int) -> Fraction:
-        if r == "mean":
-            return Fraction(1, size)
-        return Fraction(batch_size or 1) if r == "sum" else Fraction(1)
-
-    return scale(kl_reduction, latent_size) / scale(recon_reduction, input_size)
+    batch = batch_size or 1  # the batch size cancels unless "sum" meets another reduction
+    return per_data_point_scale(kl_reduction, latent_size, batch) / per_data_point_scale(
+        recon_reduction, input_size, batch
+    )
 
 
 def _as(value: float | Tensor, like: Tensor) -> float | Tensor:
@@ -374,6 +368,11 @@ def _recon_elementwise(
             raise TypeError(
                 f"Argument recon should return a torch.Tensor, but given {type(loss).__name__}"
             )
+        if not loss.is_floating_point():
+            raise TypeError(
+                "Argument recon should return a real floating-point tensor, "
+                f"but given dtype {loss.dtype}"
+            )
         if loss.shape != x.shape:
             raise ValueError(
                 f"Argument recon should return an elementwise loss of x.shape={tuple(x.shape)}, "
@@ -386,7 +385,7 @@ def _recon_elementwise(
     if recon == "l1":
         return F.l1_loss(x_hat, x, reduction="none")
     if recon == "bce":
-        return F.binary_cross_entropy(x_hat, x, reduction="none")
+        return _bce(x_hat, x)
     if recon == "bce_with_logits":
         return F.binary_cross_entropy_with_logits(x_hat, x, reduction="none")
     if isinstance(recon_var, Tensor):
@@ -395,9 +394,14 @@ def _recon_elementwise(
     return (0.5 / recon_var) * (x - x_hat).square() + 0.5 * (math.log(recon_var) + _LOG_2PI)
 
 
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "mean":
-        return loss.mean()
-    return loss.sum() / loss.shape[0]
+def _bce(probs: Tensor, x: Tensor) -> Tensor:
+    try:
+        return F.binary_cross_entropy(probs, x, reduction="none")
+    except RuntimeError as error:  # torch's check of the values, in its own words
+        if "between 0 and 1" not in str(error):
+            raise
+        raise ValueError(
+            "Argument x_hat should hold probabilities in [0, 1] for recon='bce', but given "
+            f"values from {probs.min().item()} to {probs.max().item()}; for logits, use "
+            "recon='bce_with_logits'"
+        ) from error

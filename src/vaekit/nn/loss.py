@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from vaekit._checks import check_non_negative
+from vaekit._checks import check_free_bits, check_loss_reduction, check_weight
+from vaekit._reduction import Reduction, split
 from vaekit.functional.loss import (
     ReconFn,
-    Reduction,
     VAELossOutput,
-    check_loss_reduction,
+    _vae_loss,
     check_recon,
     check_recon_var,
-    check_weight,
-    vae_loss,
 )
 
 __all__ = ["VAELoss"]
@@ -90,13 +88,14 @@ class VAELoss(nn.Module):
         super().__init__()
         self.recon = check_recon(recon)
         self.reduction = check_loss_reduction(reduction)
-        self.free_bits = check_non_negative("free_bits", free_bits)
+        self._recon_reduction, self._kl_reduction = split(self.reduction)
+        self.free_bits = check_free_bits(free_bits, self._kl_reduction)
         if isinstance(recon_var, Tensor):
             raise TypeError(
                 "Argument recon_var should be a float (use vaekit.functional.vae_loss for a "
                 "tensor), but given Tensor"
             )
-        self.recon_var = None if recon_var is None else check_recon_var(recon_var, recon)
+        self.recon_var = check_recon_var(recon_var, recon)
         self.register_buffer("_beta", torch.tensor(0.0), persistent=False)
         self.register_buffer("_capacity", None, persistent=False)
         self.beta = beta
@@ -109,7 +108,7 @@ class VAELoss(nn.Module):
 
     @beta.setter
     def beta(self, value: float | Tensor) -> None:
-        _fill(self._beta, _check_value("beta", value))
+        _fill(self._beta, _check_setting("beta", value))
 
     @property
     def capacity(self) -> Tensor | None:
@@ -121,24 +120,37 @@ class VAELoss(nn.Module):
         if value is None:
             self._capacity = None
             return
-        value = _check_value("capacity", value)
+        value = _check_setting("capacity", value)
         if self._capacity is None:
             self._capacity = torch.zeros((), dtype=self._beta.dtype, device=self._beta.device)
         _fill(self._capacity, value)
 
     def forward(self, x_hat: Tensor, x: Tensor, mu: Tensor, log_var: Tensor) -> VAELossOutput:
-        return vae_loss(
+        return _vae_loss(
             x_hat,
             x,
             mu,
             log_var,
             recon=self.recon,
             beta=self._beta,
-            reduction=self.reduction,
+            recon_reduction=self._recon_reduction,
+            kl_reduction=self._kl_reduction,
             free_bits=self.free_bits,
             capacity=self._capacity,
             recon_var=self.recon_var,
         )
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> VAELoss:
+        # A module-wide cast (.half(), .to(torch.bfloat16)) must not round beta or capacity:
+        # they keep at least float32 and follow the device.
+        weights = {name: self._buffers[name] for name in ("_beta", "_capacity")}
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        for name, before in weights.items():
+            after = self._buffers[name]
+            if before is not None and after is not None:
+                dtype = torch.promote_types(before.dtype, after.dtype)
+                self._buffers[name] = before.to(device=after.device, dtype=dtype)
+        return self
 
     def extra_repr(self) -> str:
         recon = self.recon
@@ -151,19 +163,21 @@ class VAELoss(nn.Module):
         )
 
 
-def _short(value: Tensor) -> float:
+def _short(value: Tensor) -> float | str:
     """The buffer's value without float32 noise: 0.3, not 0.30000001192092896."""
+    if value.device.type == "meta":
+        return "meta"
     return float(f"{value.item():.7g}")
 
 
-def _check_value(name: str, value: object) -> float | Tensor:
+def _check_setting(name: str, value: object) -> float | Tensor:
     checked = check_weight(name, value)
-    if isinstance(checked, Tensor) and checked.device.type == "cpu":
-        number = checked.item()
-        if not math.isfinite(number) or number < 0:
-            raise ValueError(
-                f"Argument {name} should be a finite number >= 0, but given {checked!r}"
-            )
+    if isinstance(checked, Tensor) and checked.requires_grad:
+        raise ValueError(
+            f"Argument {name} should not require grad: VAELoss copies it into a buffer, which "
+            f"drops its gradient (pass a tensor {name} to vaekit.functional.vae_loss to learn "
+            f"it), but given a tensor with requires_grad=True"
+        )
     return checked
 
 
