@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/run.py            # full table, a few minutes on 2 cores
     python benchmarks/run.py --quick    # fewer repetitions, for a smoke run
+    python benchmarks/run.py --write docs/guides/benchmark_kl.inc   # the table in the docs
 
 Every figure is a ratio measured in one process: in each repetition every candidate runs once,
 in a freshly shuffled order, and the ratio of two candidates is taken within the repetition
@@ -81,18 +82,6 @@ def bind(fn: Loss, mu: Tensor, log_var: Tensor) -> Callable[[], None]:
     return lambda: step(fn, mu, log_var)
 
 
-def floor(numel: int) -> Callable[[], None]:
-    """Forward+backward reads mu and log_var twice and writes two gradients: the memory
-    traffic of three copies of a latent-sized tensor."""
-    src, dst = torch.randn(numel), torch.empty(numel)
-
-    def copies() -> None:
-        for _ in range(3):
-            dst.copy_(src)
-
-    return copies
-
-
 def paired_ratios(candidates: dict[str, Callable[[], None]], reps: int) -> dict[str, list[float]]:
     """Seconds per call of each candidate, one call each per repetition, in a shuffled order.
 
@@ -160,23 +149,97 @@ def peak_bytes(fn: Loss, mu: Tensor, log_var: Tensor) -> int:
     return peak
 
 
-def bandwidth(numel: int, reps: int) -> float:
-    """Bytes per second of a copy_ between two float32 tensors of numel elements."""
-    src, dst = torch.randn(numel), torch.empty(numel)
-    dst.copy_(src)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - start)
-    return 2 * 4 * numel / statistics.median(times)
+def table(threads: int, shape: tuple[int, ...], reps: int) -> dict[str, float]:
+    """The paired ratios of one row: vaekit against each other candidate."""
+    torch.set_num_threads(threads)
+    mu, log_var = make_inputs(shape)
+    fns: dict[str, Loss] = {
+        "eager": vaekit_eager,
+        "again": vaekit_again,
+        "compiled": torch.compile(kl_divergence_normal, fullgraph=True, dynamic=False),
+        "nb compiled": torch.compile(notebook, fullgraph=True, dynamic=False),
+        "dist": distributions,
+        "nb": notebook,
+        "diff": diffusers,
+    }
+    t = paired_ratios({name: bind(f, mu, log_var) for name, f in fns.items()}, reps)
+    return {
+        "a/a": median_ratio(t["eager"], t["again"]),
+        "vs dist": median_ratio(t["eager"], t["dist"]),
+        "vs nb": median_ratio(t["eager"], t["nb"]),
+        "vs diff": median_ratio(t["eager"], t["diff"]),
+        "compiled vs nb compiled": median_ratio(t["compiled"], t["nb compiled"]),
+        "eager ms": 1e3 * statistics.median(t["eager"]),
+        "nb ms": 1e3 * statistics.median(t["nb"]),
+    }
+
+
+COLUMNS = ["a/a", "vs dist", "vs nb", "vs diff", "compiled vs nb compiled", "eager ms", "nb ms"]
+
+
+def memory_rows() -> list[tuple[str, float, float]]:
+    """Saved-for-backward and peak bytes at the largest size, in latent-sized tensors."""
+    torch.set_num_threads(1)
+    shape = SIZES[-1]
+    latent = 4 * math.prod(shape)
+    rows = []
+    for name, fn in [
+        ("vaekit eager", vaekit_eager),
+        ("vaekit compiled", torch.compile(kl_divergence_normal, fullgraph=True, dynamic=False)),
+        ("torch.distributions", distributions),
+        ("notebook", notebook),
+        ("diffusers", diffusers),
+    ]:
+        mu, log_var = make_inputs(shape)
+        saved = saved_bytes_beyond_inputs(fn, mu, log_var) / latent
+        rows.append((name, saved, peak_bytes(fn, mu, log_var) / latent))
+    return rows
+
+
+def rst(
+    rows: dict[tuple[int, tuple[int, ...]], dict[str, float]],
+    memory: list[tuple[str, float, float]],
+    reps: tuple[int, int],
+) -> str:
+    """The results as reStructuredText tables, for the Performance guide."""
+    cpu = platform.processor() or platform.machine()
+    lines = [
+        f"Written by ``python benchmarks/run.py --write`` with torch {torch.__version__} on "
+        f"{cpu}, {reps[0]} repetitions below 100,000 elements and {reps[1]} above.",
+        "",
+        ".. list-table:: forward+backward of the KL term, float32 on the CPU: median of paired "
+        "ratios",
+        "   :header-rows: 1",
+        "",
+        "   * - shape",
+        "     - threads",
+        *[f"     - {c}" for c in COLUMNS],
+    ]
+    for (threads, shape), row in rows.items():
+        lines += [f"   * - {shape}", f"     - {threads}"]
+        lines += [
+            f"     - {row[c]:.3f}" if c.endswith("ms") else f"     - {row[c]:.2f}" for c in COLUMNS
+        ]
+    lines += [
+        "",
+        f".. list-table:: memory at {SIZES[-1]}, in latent-sized float32 tensors",
+        "   :header-rows: 1",
+        "",
+        "   * - candidate",
+        "     - saved for backward beyond the inputs",
+        "     - peak during forward+backward",
+    ]
+    for name, saved, peak in memory:
+        lines += [f"   * - {name}", f"     - {saved:.2f}", f"     - {peak:.2f}"]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--write", type=Path, help="also write the tables as rst to this file")
     args = parser.parse_args()
-    reps_small, reps_large = (30, 7) if args.quick else (400, 101)
+    reps = (30, 7) if args.quick else (400, 101)
     # A long-running process has freed large blocks long ago, which makes glibc serve later
     # allocations from its heap instead of fresh pages; without this, the first candidates
     # to allocate latent-sized temporaries pay page faults that later ones do not.
@@ -184,77 +247,29 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, float32, CPU")
     print("forward+backward of the KL term reduced to a scalar; median of paired ratios\n")
-    header = (
-        f"{'shape':>18} {'thr':>3}  {'a/a':>5} {'vs dist':>7} {'vs nb':>6} {'vs diff':>7}"
-        f" {'comp/nb':>7} {'floor x':>7}  {'eager ms':>8} {'nb ms':>7}"
-    )
+    header = f"{'shape':>18} {'thr':>3}  " + " ".join(f"{c[:10]:>10}" for c in COLUMNS)
     print(header)
     print("-" * len(header))
-    compiled: dict[tuple[int, tuple[int, ...]], Loss] = {}
+    rows = {}
     for threads in (1, 2):
-        torch.set_num_threads(threads)
         for shape in SIZES:
-            numel = math.prod(shape)
-            mu, log_var = make_inputs(shape)
-            key = (threads, shape)
-            compiled[key] = torch.compile(kl_divergence_normal, fullgraph=True, dynamic=False)
-            fns: dict[str, Loss] = {
-                "eager": vaekit_eager,
-                "again": vaekit_again,
-                "compiled": compiled[key],
-                "dist": distributions,
-                "nb": notebook,
-                "diff": diffusers,
-            }
-            candidates = {name: bind(f, mu, log_var) for name, f in fns.items()}
-            candidates["floor"] = floor(numel)
-            reps = reps_small if numel < 100_000 else reps_large
-            t = paired_ratios(candidates, reps)
-            print(
-                f"{shape!s:>18} {threads:>3}"
-                f"  {median_ratio(t['eager'], t['again']):5.2f}"
-                f"  {median_ratio(t['eager'], t['dist']):7.2f}"
-                f" {median_ratio(t['eager'], t['nb']):6.2f}"
-                f" {median_ratio(t['eager'], t['diff']):7.2f}"
-                f" {median_ratio(t['compiled'], t['nb']):7.2f}"
-                f" {median_ratio(t['compiled'], t['floor']):7.2f}"
-                f"  {1e3 * statistics.median(t['eager']):8.3f}"
-                f" {1e3 * statistics.median(t['nb']):7.3f}"
-            )
+            row = table(threads, shape, reps[0] if math.prod(shape) < 100_000 else reps[1])
+            rows[(threads, shape)] = row
+            print(f"{shape!s:>18} {threads:>3}  " + " ".join(f"{row[c]:10.3f}" for c in COLUMNS))
     print(
         "\na/a: vaekit eager over the same call under a second name (1.00 up to noise).\n"
-        "vs dist / vs nb / vs diff: vaekit eager time over torch.distributions "
-        "(validate_args=True),\nthe notebook's formula, the diffusers formula. comp/nb: vaekit "
-        "compiled over the notebook.\nfloor x: vaekit compiled over the bandwidth floor "
-        "(three same-sized copy_ calls, interleaved)."
+        "vs dist / vs nb / vs diff: vaekit eager over torch.distributions (validate_args=True), "
+        "the notebook's formula\nand the diffusers formula. compiled vs nb compiled: both under "
+        "torch.compile(fullgraph=True)."
     )
-
-    torch.set_num_threads(1)
-    shape = SIZES[-1]
-    numel = math.prod(shape)
-    latent = 4 * numel
-    print(f"\nmemory at {shape} (1 latent-sized float32 tensor = {latent / 2**20:.1f} MiB)")
-    print(f"{'candidate':>12} {'saved beyond inputs':>20} {'peak extra':>11}")
-    for name, fn in [
-        ("eager", vaekit_eager),
-        ("compiled", compiled[(1, shape)]),
-        ("dist", distributions),
-        ("nb", notebook),
-        ("diff", diffusers),
-    ]:
-        mu, log_var = make_inputs(shape)
-        saved = saved_bytes_beyond_inputs(fn, mu, log_var) / latent
-        peak = peak_bytes(fn, mu, log_var) / latent
-        print(f"{name:>12} {saved:17.2f} x {peak:9.2f} x")
-    print("(x: latent-sized float32 tensors; peak includes the two gradients)")
-
-    gbs = bandwidth(numel, 21) / 1e9
-    big = bandwidth(64 * 2**20, 5) / 1e9
-    floor_ms = 3 * 2 * latent / (gbs * 1e9) * 1e3
-    print(
-        f"\nbandwidth (copy_, 1 thread): {gbs:.1f} GB/s at {latent / 2**20:.0f} MiB, "
-        f"{big:.1f} GB/s at 256 MiB; floor for {shape}: {floor_ms:.2f} ms"
-    )
+    memory = memory_rows()
+    print(f"\nmemory at {SIZES[-1]}, in latent-sized float32 tensors")
+    print(f"{'candidate':>20} {'saved beyond inputs':>20} {'peak':>6}")
+    for name, saved, peak in memory:
+        print(f"{name:>20} {saved:20.2f} {peak:6.2f}")
+    if args.write is not None:
+        args.write.write_text(rst(rows, memory, reps))
+        print(f"\nwrote {args.write}")
 
 
 if __name__ == "__main__":
