@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from torch import Tensor
 
-import torch
-from torch import Tensor, nn
-
-from vaekit._checks import check_free_bits, check_loss_reduction, check_weight
+from vaekit._checks import check_free_bits, check_loss_reduction
 from vaekit._reduction import Reduction, split
 from vaekit.functional.loss import (
     ReconFn,
@@ -16,11 +13,12 @@ from vaekit.functional.loss import (
     check_recon,
     check_recon_var,
 )
+from vaekit.nn._weights import _short, _WeightedLoss
 
 __all__ = ["VAELoss"]
 
 
-class VAELoss(nn.Module):
+class VAELoss(_WeightedLoss):
     r"""The negative ELBO of a VAE, ``recon + beta * kl``, with both terms reduced alike.
 
     Holds its settings and calls :func:`vaekit.functional.vae_loss`, whose docstring has the
@@ -72,6 +70,7 @@ class VAELoss(nn.Module):
         VAELoss(recon='mse', reduction='batchmean', beta=2.0, free_bits=0.0, capacity=None)
     """
 
+    _functional = "vaekit.functional.vae_loss"
     _beta: Tensor
     _capacity: Tensor | None
 
@@ -96,10 +95,8 @@ class VAELoss(nn.Module):
                 "tensor), but given Tensor"
             )
         self.recon_var = check_recon_var(recon_var, recon)
-        self.register_buffer("_beta", torch.tensor(0.0), persistent=False)
-        self.register_buffer("_capacity", None, persistent=False)
-        self.beta = beta
-        self.capacity = capacity
+        self._add_weight("beta", beta)
+        self._add_weight("capacity", capacity, optional=True)
 
     @property
     def beta(self) -> Tensor:
@@ -108,7 +105,7 @@ class VAELoss(nn.Module):
 
     @beta.setter
     def beta(self, value: float | Tensor) -> None:
-        _fill(self._beta, _check_setting("beta", value))
+        self._set_weight("beta", value)
 
     @property
     def capacity(self) -> Tensor | None:
@@ -117,13 +114,7 @@ class VAELoss(nn.Module):
 
     @capacity.setter
     def capacity(self, value: float | Tensor | None) -> None:
-        if value is None:
-            self._capacity = None
-            return
-        value = _check_setting("capacity", value)
-        if self._capacity is None:
-            self._capacity = torch.zeros((), dtype=self._beta.dtype, device=self._beta.device)
-        _fill(self._capacity, value)
+        self._set_weight("capacity", value)
 
     def forward(self, x_hat: Tensor, x: Tensor, mu: Tensor, log_var: Tensor) -> VAELossOutput:
         return _vae_loss(
@@ -140,50 +131,11 @@ class VAELoss(nn.Module):
             recon_var=self.recon_var,
         )
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> VAELoss:
-        # A module-wide cast (.half(), .to(torch.bfloat16)) must not round beta or capacity:
-        # they keep at least float32 and follow the device.
-        weights = {name: self._buffers[name] for name in ("_beta", "_capacity")}
-        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
-        for name, before in weights.items():
-            after = self._buffers[name]
-            if before is not None and after is not None:
-                dtype = torch.promote_types(before.dtype, after.dtype)
-                self._buffers[name] = before.to(device=after.device, dtype=dtype)
-        return self
-
     def extra_repr(self) -> str:
         recon = self.recon
         if not isinstance(recon, str):
             recon = getattr(recon, "__name__", type(recon).__name__)
-        capacity = None if self._capacity is None else _short(self._capacity)
         return (
             f"recon={recon!r}, reduction={self.reduction!r}, beta={_short(self._beta)}, "
-            f"free_bits={self.free_bits}, capacity={capacity}"
+            f"free_bits={self.free_bits}, capacity={_short(self._capacity)}"
         )
-
-
-def _short(value: Tensor) -> float | str:
-    """The buffer's value without float32 noise: 0.3, not 0.30000001192092896."""
-    if value.device.type == "meta":
-        return "meta"
-    return float(f"{value.item():.7g}")
-
-
-def _check_setting(name: str, value: object) -> float | Tensor:
-    checked = check_weight(name, value)
-    if isinstance(checked, Tensor) and checked.requires_grad:
-        raise ValueError(
-            f"Argument {name} should not require grad: VAELoss copies it into a buffer, which "
-            f"drops its gradient (pass a tensor {name} to vaekit.functional.vae_loss to learn "
-            f"it), but given a tensor with requires_grad=True"
-        )
-    return checked
-
-
-@torch.no_grad()
-def _fill(buffer: Tensor, value: float | Tensor) -> None:
-    if isinstance(value, Tensor):
-        buffer.copy_(value.reshape(()))
-    else:
-        buffer.fill_(value)
