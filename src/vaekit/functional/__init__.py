@@ -1,7 +1,23 @@
 """Pure tensor functions: the maths and the input checks of every vaekit component."""
 
+from vaekit.functional.decomposition import (
+    BetaTCVAELossOutput,
+    KLDecomposition,
+    beta_tcvae_loss,
+    kl_decomposition,
+)
 from vaekit.functional.kl import kl_divergence_normal
 from vaekit.functional.loss import VAELossOutput, convert_beta, vae_loss
 from vaekit.functional.reparam import reparameterize
 
-__all__ = ["VAELossOutput", "convert_beta", "kl_divergence_normal", "reparameterize", "vae_loss"]
+__all__ = [
+    "BetaTCVAELossOutput",
+    "KLDecomposition",
+    "VAELossOutput",
+    "beta_tcvae_loss",
+    "convert_beta",
+    "kl_decomposition",
+    "kl_divergence_normal",
+    "reparameterize",
+    "vae_loss",
+]
