@@ -6,12 +6,15 @@ extra; importing :mod:`vaekit` imports none of them.
 """
 
 from vaekit import functional, schedules
+from vaekit.functional.decomposition import BetaTCVAELossOutput
 from vaekit.functional.loss import VAELossOutput, convert_beta
-from vaekit.nn import GaussianReparam, GaussianSample, KLDivergenceNormal, VAELoss
+from vaekit.nn import BetaTCVAELoss, GaussianReparam, GaussianSample, KLDivergenceNormal, VAELoss
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BetaTCVAELoss",
+    "BetaTCVAELossOutput",
     "GaussianReparam",
     "GaussianSample",
     "KLDivergenceNormal",
