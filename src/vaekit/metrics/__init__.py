@@ -6,7 +6,8 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise ImportError("vaekit.metrics needs torchmetrics: pip install 'vaekit[metrics]'") from err
 
 from vaekit.metrics.active_units import ActiveUnits
+from vaekit.metrics.aggregate_posterior import AggregatePosterior
 from vaekit.metrics.kl_per_dimension import KLPerDimension
 from vaekit.metrics.recon_kl_ratio import ReconKLRatio
 
-__all__ = ["ActiveUnits", "KLPerDimension", "ReconKLRatio"]
+__all__ = ["ActiveUnits", "AggregatePosterior", "KLPerDimension", "ReconKLRatio"]
