@@ -17,7 +17,8 @@ def test_all_is_sorted_and_importable():
 def test_import_vaekit_imports_no_optional_extra():
     code = (
         "import sys, vaekit, vaekit.functional, vaekit.nn;"
-        "extras = ('ignite', 'torchmetrics', 'matplotlib', 'sklearn');"
+        "extras = ('ignite', 'torchmetrics', 'lightning', 'pytorch_lightning', 'matplotlib',"
+        " 'sklearn');"
         "bad = [m for m in extras if m in sys.modules];"
         "print(','.join(bad))"
     )
