@@ -86,13 +86,14 @@ class BetaScheduler(_BetaCallback):
     logs each value under ``log_name`` with ``LightningModule.log``.
 
     ``state_dict()`` holds the step and value last set, as plain Python numbers, so the
-    checkpoint loads with ``weights_only=True``. When a run resumes with
-    ``trainer.fit(..., ckpt_path=...)`` they set the target's :math:`\beta` again: a
-    :class:`vaekit.VAELoss` keeps ``beta`` out of its own ``state_dict``, and a run resumed
-    mid-epoch starts no epoch, so with ``interval="epoch"`` this is the value the rest of the
-    epoch trains with. With the ``global_step`` and ``current_epoch`` that Lightning restores,
-    the resumed run continues the schedule exactly, from an end-of-epoch or a mid-epoch
-    checkpoint.
+    checkpoint loads with ``weights_only=True``; its key in the checkpoint (``state_key``)
+    names ``attr`` and ``log_name``, so that schedulers of different attributes keep their own.
+    When a run resumes with ``trainer.fit(..., ckpt_path=...)`` they set the target's
+    :math:`\beta` again: a :class:`vaekit.VAELoss` keeps ``beta`` out of its own
+    ``state_dict``, and a run resumed mid-epoch starts no epoch, so with ``interval="epoch"``
+    this is the value the rest of the epoch trains with. With the ``global_step`` and
+    ``current_epoch`` that Lightning restores, the resumed run continues the schedule exactly,
+    from an end-of-epoch or a mid-epoch checkpoint.
 
     Args:
         schedule: a callable ``step -> float``, such as those of :mod:`vaekit.schedules`.
@@ -266,7 +267,8 @@ class BetaController(_BetaCallback):
     batch trains with under ``log_name``.
 
     ``state_dict()`` is the controller's: plain Python numbers, restored by
-    ``trainer.fit(..., ckpt_path=...)``, from a checkpoint that loads with ``weights_only=True``.
+    ``trainer.fit(..., ckpt_path=...)``, from a checkpoint that loads with ``weights_only=True``
+    (under a ``state_key`` that names ``attr`` and ``log_name``, as the scheduler's does).
     A checkpoint is taken after an optimizer step (as Lightning's ``ModelCheckpoint`` does): the
     observations of a partly accumulated step are not part of it, nor are its gradients.
 
