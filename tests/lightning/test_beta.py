@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from vaekit.lightning import BetaController, BetaScheduler
 from vaekit.schedules import GECO, Cyclical, LinearWarmup, PIController
 
 ROOT = Path(__file__).resolve().parents[2]
+DIST_TIMEOUT_S = 240  # two Lightning imports and a gloo rendezvous take about 20 s
 VALUES = [0.0, 0.5, -0.25, 1.0, 0.125, 0.75]  # a batch each, exact in float32
 
 SCHEDULES = [LinearWarmup(7, start=0.1, stop=0.9), Cyclical(12, n_cycles=2, ratio=0.75)]
@@ -486,14 +488,22 @@ def test_two_gloo_ranks_agree_on_beta(tmp_path):
         "MASTER_PORT": str(free_port()),
     }
     env.setdefault("GLOO_SOCKET_IFNAME", "lo0" if sys.platform == "darwin" else "lo")  # loopback
-    result = subprocess.run(
+    # Lightning starts rank 1 itself: in a session of their own, a hang kills both ranks.
+    process = subprocess.Popen(
         [sys.executable, str(Path(_dist_beta.__file__)), str(tmp_path)],
         env=env,
-        timeout=240,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    try:
+        _, stderr = process.communicate(timeout=DIST_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"the two ranks did not finish in {DIST_TIMEOUT_S} s")
+    assert process.returncode == 0, stderr[-3000:]
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0 == rank1
 
