@@ -64,6 +64,7 @@ if __name__ == "__main__":
     for message, category in [
         (r"`torch\.jit\.\w+` is deprecated", DeprecationWarning),
         (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+        (r"GPU available but not used", UserWarning),
     ]:
         warnings.filterwarnings("ignore", message=message, category=category)
     _main(sys.argv[1])
