@@ -2,7 +2,6 @@ r"""Ignite handlers that drive :math:`\beta` from a schedule or a feedback contr
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,6 +10,7 @@ from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from ignite.handlers.state_param_scheduler import StateParamScheduler
 from torch import Tensor
 
+from vaekit._observation import entry_of, observation_to_float
 from vaekit.schedules import Controller
 
 __all__ = ["BetaController", "BetaScheduler"]
@@ -186,7 +186,7 @@ class BetaController:
         engine.add_event_handler(event, self)
 
     def __call__(self, engine: Engine) -> None:
-        observation = _to_float(self.output_transform(engine.state.output))
+        observation = observation_to_float(self.output_transform(engine.state.output))
         world_size = idist.get_world_size()
         if world_size > 1:
             observation = float(idist.all_reduce(observation)) / world_size
@@ -220,27 +220,10 @@ def _check_target(target: object | None, attr: object, param_name: object) -> No
 
 
 def _kl_of(output: Any) -> Any:
-    if isinstance(output, Mapping) and "kl" in output:
-        return output["kl"]
-    if hasattr(output, "kl"):
-        return output.kl
-    raise TypeError(
-        "Argument output_transform is needed: engine.state.output should have a 'kl' entry "
-        f"or attribute, but given {type(output).__name__}"
-    )
-
-
-def _to_float(value: object) -> float:
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                "The observation should be a number or a one-element tensor, "
-                f"but given a tensor of shape {tuple(value.shape)}"
-            )
-        return float(value.item())
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    try:
+        return entry_of(output, "kl")
+    except LookupError:
         raise TypeError(
-            "The observation should be a number or a one-element tensor, "
-            f"but given {type(value).__name__}"
-        )
-    return float(value)
+            "Argument output_transform is needed: engine.state.output should have a 'kl' entry "
+            f"or attribute, but given {type(output).__name__}"
+        ) from None
