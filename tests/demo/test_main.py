@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-import vaekit.demo.train as train_module
 from vaekit.demo.__main__ import main
 from vaekit.demo.checkpoints import demo_checkpoints
 from vaekit.demo.config import DemoConfig, build_beta
@@ -187,15 +186,18 @@ def test_interrupted_then_resumed_equals_uninterrupted(data, tmp_path, capsys, m
     args = ["--data", str(data), *SMALL, "--schedule", "pi,cyclical"]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
     cut = ["--out", str(tmp_path / "cut")]
-    # Ctrl-C in pi's second epoch; on resume, pi finishes and Ctrl-C hits cyclical's second
-    # epoch; the last resume finishes cyclical.
-    monkeypatch.setattr(train_module, "INTERRUPT_AT", ("pi", 10))
+    # Ctrl-C in pi's second epoch (its 10th step); on resume, pi finishes (14 steps from
+    # iteration 7) and Ctrl-C hits cyclical's second epoch (its 12th step, the 26th of the
+    # process); the last resume finishes cyclical.
+    _stop_at(monkeypatch, 10, _ctrl_c)
     assert main([*args, *cut]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert int(_checkpoint(tmp_path / "cut" / "pi")["trainer"]["iteration"]) == 7  # usable
-    monkeypatch.setattr(train_module, "INTERRUPT_AT", ("cyclical", 12))
+    monkeypatch.undo()
+    _stop_at(monkeypatch, 26, _ctrl_c)
     assert main([*args, *cut, "--resume"]) == 130
-    monkeypatch.setattr(train_module, "INTERRUPT_AT", None)
+    assert int(_checkpoint(tmp_path / "cut" / "cyclical")["trainer"]["iteration"]) == 7
+    monkeypatch.undo()
     assert main([*args, *cut, "--resume"]) == 0
     for schedule in ("pi", "cyclical"):
         full, resumed = tmp_path / "full" / schedule, tmp_path / "cut" / schedule

@@ -30,7 +30,6 @@ from vaekit.handlers import BetaController, BetaScheduler
 from vaekit.schedules import GECO, Controller
 
 __all__ = [
-    "INTERRUPT_AT",
     "Batches",
     "DivergedError",
     "History",
@@ -39,9 +38,6 @@ __all__ = [
     "launch",
     "train",
 ]
-
-# Test hook: (schedule, iteration) after which to raise KeyboardInterrupt, as a Ctrl-C would.
-INTERRUPT_AT: tuple[str, int] | None = None
 
 
 class RunError(Exception):
@@ -217,10 +213,6 @@ def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device:
         remove_checkpoints(checkpoints)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    if INTERRUPT_AT is not None and INTERRUPT_AT[0] == schedule:
-        trainer.add_event_handler(
-            Events.ITERATION_COMPLETED(once=INTERRUPT_AT[1]), _keyboard_interrupt
-        )
     if rank == 0 and sys.stderr.isatty():  # a bar in a terminal, no carriage returns in logs
         ProgressBar(desc=schedule).attach(
             trainer, output_transform=lambda out: {"loss": out["loss"]}, state_attributes=["beta"]
@@ -292,10 +284,6 @@ def _attach_beta(trainer: Engine, beta: Any, loss_fn: VAELoss) -> BetaScheduler 
         handler = BetaScheduler(beta, target=loss_fn)
     handler.attach(trainer)
     return handler  # type: ignore[no-any-return]
-
-
-def _keyboard_interrupt(engine: Engine) -> None:
-    raise KeyboardInterrupt
 
 
 def _unwrap(model: nn.Module) -> VAE:
