@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         "--recon-goal", type=float, default=d.recon_goal, help="reconstruction goal of 'geco'"
     )
     p.add_argument("--lr", type=float, default=d.lr, help="Adam's learning rate")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of data order and init")
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help="seed of data order and init, 0 to 2**32 - 1"
+    )
     p.add_argument("--out", default="vaekit-out", help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
