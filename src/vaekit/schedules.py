@@ -167,7 +167,9 @@ class Logistic(Schedule):
         self.stop = _check_finite("stop", stop)
 
     def _value(self, step: int) -> float:
-        return _lerp(self.start, self.stop, _sigmoid(self.steepness * (step - self.midpoint)))
+        # A step too large for a float is past any midpoint: the ramp has saturated.
+        offset = _to_float(step) - self.midpoint
+        return _lerp(self.start, self.stop, _sigmoid(self.steepness * offset))
 
 
 class Cyclical(Schedule):
@@ -315,8 +317,9 @@ class Controller(_Repr, abc.ABC):
             raise TypeError(
                 f"Argument observation should be a float, but given {type(observation).__name__}"
             )
-        if math.isfinite(observation):
-            self._update(float(observation))
+        value = _to_float(observation)
+        if math.isfinite(value):
+            self._update(value)
         else:
             warnings.warn(
                 f"{type(self).__name__} ignored the non-finite observation {observation!r}; "
@@ -336,9 +339,14 @@ class Controller(_Repr, abc.ABC):
     def load_state_dict(self, state_dict: Mapping[str, float]) -> None:
         """Restore the state returned by :meth:`state_dict`.
 
+        Every entry is checked before any is set: a refused state leaves the controller as it
+        was. An int entry (a count) must be an int, any other a finite number, and ``beta``
+        must lie within the controller's clip.
+
         Raises:
-            TypeError: if ``state_dict`` is not a mapping or holds a value that is not a number.
-            ValueError: if its keys are not those of :meth:`state_dict`.
+            TypeError: if ``state_dict`` is not a mapping or holds a value of the wrong type.
+            ValueError: if its keys are not those of :meth:`state_dict`, or a value is not
+                finite or out of its range.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(
@@ -349,15 +357,25 @@ class Controller(_Repr, abc.ABC):
                 f"Argument state_dict should have the keys {sorted(self._state_keys)}, "
                 f"but given {sorted(state_dict)}"
             )
+        for key, value in self._validated(state_dict).items():
+            setattr(self, f"_{key}", value)
+
+    def _validated(self, state_dict: Mapping[str, object]) -> dict[str, float]:
+        """The entries of ``state_dict``, checked; each keeps the Python type of the state."""
+        values: dict[str, float] = {}
         for key in self._state_keys:
-            value = state_dict[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(
-                    f"Argument state_dict[{key!r}] should be a number, "
-                    f"but given {type(value).__name__}"
-                )
-            # Keep each entry's Python type: num_updates stays an int.
-            setattr(self, f"_{key}", type(getattr(self, f"_{key}"))(value))
+            if isinstance(getattr(self, f"_{key}"), int):
+                values[key] = _state_count(key, state_dict[key])
+            else:
+                values[key] = _state_number(key, state_dict[key])
+        return values
+
+    def _check_beta(self, values: Mapping[str, float], low: float, high: float) -> None:
+        if not low <= values["beta"] <= high:
+            raise ValueError(
+                f"Argument state_dict['beta'] should be in [beta_min, beta_max] = "
+                f"[{low}, {high}], but given {values['beta']!r}"
+            )
 
 
 class PIController(Controller):
@@ -417,6 +435,11 @@ class PIController(Controller):
         self.beta_min, self.beta_max = _check_bounds(beta_min, beta_max)
         self._beta = self.beta_min
         self._integral = 0.0
+
+    def _validated(self, state_dict: Mapping[str, object]) -> dict[str, float]:
+        values = super()._validated(state_dict)
+        self._check_beta(values, self.beta_min, self.beta_max)
+        return values
 
     def _update(self, observation: float) -> None:
         error = self.target_kl - observation
@@ -503,6 +526,11 @@ class GECO(Controller):
         self._ema = 0.0
         self._num_updates = 0
 
+    def _validated(self, state_dict: Mapping[str, object]) -> dict[str, float]:
+        values = super()._validated(state_dict)
+        self._check_beta(values, self.beta_min, self.beta_max)
+        return values
+
     def _update(self, observation: float) -> None:
         if self._num_updates == 0:
             self._ema = observation
@@ -518,12 +546,46 @@ class GECO(Controller):
         self._beta = min(max(self._beta * factor, self.beta_min), self.beta_max)
 
 
+def _to_float(value: float) -> float:
+    """``float(value)``, with an int too large for a float as an infinity of its sign."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _check_finite(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"Argument {name} should be a float, but given {type(value).__name__}")
-    if not math.isfinite(value):
+    number = _to_float(value)
+    if not math.isfinite(number):
         raise ValueError(f"Argument {name} should be a finite number, but given {value!r}")
-    return float(value)
+    return number
+
+
+def _state_number(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"Argument state_dict[{key!r}] should be a number, but given {type(value).__name__}"
+        )
+    number = _to_float(value)
+    if not math.isfinite(number):
+        raise ValueError(
+            f"Argument state_dict[{key!r}] should be a finite number, but given {value!r}"
+        )
+    return number
+
+
+def _state_count(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"Argument state_dict[{key!r}] should be an int, but given {type(value).__name__}"
+        )
+    if value < 0:
+        raise ValueError(
+            f"Argument state_dict[{key!r}] should be a non-negative int, but given {value}"
+        )
+    return value
 
 
 def _check_positive(name: str, value: object) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -76,6 +78,13 @@ def test_construction_errors():
         GaussianReparam(4, 2, dim=1)
     with pytest.raises(ValueError, match=r"Argument latent_dim should be a positive int"):
         GaussianReparam(4, 0)
+    for dim in ("1", 1.0, True, None):
+        with pytest.raises(
+            TypeError, match=rf"^Argument dim should be an int, but given {type(dim).__name__}$"
+        ):
+            GaussianReparam(dim=dim)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^Argument dim should be an int, but given str$"):
+        GaussianReparam(4, 2, dim="-1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"Argument log_var_range should be a \(low, high\) pair"):
         GaussianReparam(log_var_range=(1.0,))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"Argument log_var_range should satisfy low < high"):
@@ -92,6 +101,16 @@ def test_call_errors():
         layer(torch.zeros(2, 5, 3))
     with pytest.raises(ValueError, match=r"Arguments mu and log_var should have the same shape"):
         layer(torch.zeros(2, 3), torch.zeros(2, 4))
+    for dim, shape, needed in ((1, (4,), 2), (5, (2, 4), 6), (-3, (2, 4), 3)):
+        message = (
+            f"Argument x should have at least {needed} dimensions to split along dim={dim}, "
+            f"but given x.shape={shape}"
+        )
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            GaussianReparam(dim=dim)(torch.zeros(shape))
+    # The edges of the range split as torch counts dimensions.
+    out = GaussianReparam(dim=-2).eval()(torch.arange(8.0).reshape(2, 4))
+    assert out.mu.tolist() == [[0.0, 1.0, 2.0, 3.0]]
     with pytest.raises(TypeError, match=r"Argument x should be a floating-point tensor"):
         layer(torch.zeros(2, 4, dtype=torch.long))
 

@@ -40,9 +40,11 @@ class BetaScheduler(StateParamScheduler):
         save_history: also append each value to ``engine.state.param_history[param_name]``.
 
     Raises:
-        TypeError: if ``schedule`` is not callable or a name is not a str.
-        ValueError: if ``target`` has no attribute ``attr``, or on ``attach`` if
-            ``engine.state`` already has ``param_name``.
+        TypeError: if ``schedule`` is not callable or a name is not a str; at
+            ``load_state_dict``, if the saved number of firings is not an int.
+        ValueError: if ``target`` has no attribute ``attr``, on ``attach`` if
+            ``engine.state`` already has ``param_name``, or at ``load_state_dict`` if the state
+            has other keys or a negative number of firings.
 
     Example:
         >>> from ignite.engine import Engine
@@ -95,6 +97,35 @@ class BetaScheduler(StateParamScheduler):
             setattr(self.target, self.attr, value)
         if self.save_history:
             engine.state.param_history[self.param_name].append(value)  # type: ignore[attr-defined]
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the number of firings saved by ``state_dict()``; a refused state changes nothing.
+
+        Raises:
+            TypeError: if ``state_dict`` is not a mapping or its ``event_index`` is not an int.
+            ValueError: if its keys are not ``['event_index']`` or ``event_index`` is negative.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"Argument state_dict should be a mapping, but given {type(state_dict).__name__}"
+            )
+        if sorted(state_dict) != sorted(self._state_attrs):
+            raise ValueError(
+                f"Argument state_dict should have the keys {sorted(self._state_attrs)}, "
+                f"but given {sorted(state_dict)}"
+            )
+        index = state_dict["event_index"]
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(
+                "Argument state_dict['event_index'] should be an int, "
+                f"but given {type(index).__name__}"
+            )
+        if index < 0:
+            raise ValueError(
+                "Argument state_dict['event_index'] should be a non-negative int, "
+                f"but given {index}"
+            )
+        super().load_state_dict(state_dict)
 
     @classmethod
     def simulate_values(cls, num_events: int, **scheduler_kwargs: Any) -> list[list[int]]:

@@ -58,10 +58,11 @@ class GaussianReparam(nn.Module):
         sample_in_eval: sample in ``eval()`` mode too.
 
     Raises:
-        TypeError: if a size is not an int, or ``log_var_range`` is not a pair of numbers.
+        TypeError: if a size or ``dim`` is not an int, or ``log_var_range`` is not a pair of
+            numbers.
         ValueError: if only one of ``in_features`` and ``latent_dim`` is given, ``dim`` is set
-            together with a head, ``log_var_range`` is empty, or at call time the input cannot
-            be split or the pair's shapes differ.
+            together with a head, ``log_var_range`` is empty, or at call time the input has no
+            dimension ``dim`` or an odd size along it, or the pair's shapes differ.
 
     Shape:
         - With a head: input :math:`(*, \text{in\_features})`, outputs
@@ -93,6 +94,8 @@ class GaussianReparam(nn.Module):
         sample_in_eval: bool = False,
     ) -> None:
         super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"Argument dim should be an int, but given {type(dim).__name__}")
         if (in_features is None) != (latent_dim is None):
             raise ValueError(
                 "Arguments in_features and latent_dim should be given together, but given "
@@ -136,6 +139,12 @@ class GaussianReparam(nn.Module):
         check_tensor("x", x)
         if self.head is not None:
             x = self.head(x)
+        needed = self.dim + 1 if self.dim >= 0 else -self.dim
+        if 0 < x.dim() < needed:
+            raise ValueError(
+                f"Argument x should have at least {needed} dimensions to split along "
+                f"dim={self.dim}, but given x.shape={tuple(x.shape)}"
+            )
         size = x.shape[self.dim] if x.dim() > 0 else 1
         if x.dim() == 0 or size % 2:
             raise ValueError(
