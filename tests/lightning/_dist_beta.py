@@ -56,6 +56,13 @@ def _main(out_dir: str) -> None:
     trainer.fit(model, train_dataloaders=Loader(VALUES))
     record = {"beta": [*model.seen, model.beta], "gamma": model.seen_gamma}
     (Path(out_dir) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+    # Tear gloo down before exit: a process group left to the interpreter's shutdown can abort
+    # in its threads' destructors ("terminate called without an active exception").
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
