@@ -448,7 +448,7 @@ def test_load_state_dict_errors():
     ):
         controller.load_state_dict({"beta": 1.0})
     with pytest.raises(
-        TypeError, match=r"Argument state_dict\['integral'\] should be a number, but given str"
+        TypeError, match=r"Argument state_dict\['integral'\] should be a float, but given str"
     ):
         controller.load_state_dict({"beta": 1.0, "integral": "0"})
 
@@ -593,7 +593,11 @@ CONTROLLER_ERRORS = [
         ValueError,
         "Argument step_size should be a finite number > 0, but given 0",
     ),
-    (lambda: GECO(1.0, alpha=1.0), ValueError, "Argument alpha should be in [0, 1), but given 1.0"),
+    (
+        lambda: GECO(1.0, alpha=1.0),
+        ValueError,
+        "Argument alpha should be a finite number in [0, 1), but given 1.0",
+    ),
     (
         lambda: GECO(1.0, speedup=-2),
         ValueError,

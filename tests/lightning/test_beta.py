@@ -239,11 +239,11 @@ def test_scheduler_errors(tmp_path):
 @pytest.mark.parametrize(
     ("schedule", "error", "match"),
     [
-        (lambda k: "0.5", TypeError, r"schedule should return a number, but given str at step 0"),
+        (lambda k: "0.5", TypeError, r"Argument schedule\(0\) should be a float, but given str"),
         (
             lambda k: math.inf if k == 1 else 0.0,
             ValueError,
-            r"finite number, but given inf at step 1",
+            r"Argument schedule\(1\) should be a finite number, but given inf",
         ),
     ],
     ids=["str", "inf"],

@@ -10,6 +10,7 @@ from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from ignite.handlers.state_param_scheduler import StateParamScheduler
 from torch import Tensor
 
+from vaekit._checks import check_int, check_state_dict
 from vaekit._observation import entry_of, observation_to_float
 from vaekit.schedules import Controller
 
@@ -105,26 +106,8 @@ class BetaScheduler(StateParamScheduler):
             TypeError: if ``state_dict`` is not a mapping or its ``event_index`` is not an int.
             ValueError: if its keys are not ``['event_index']`` or ``event_index`` is negative.
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"Argument state_dict should be a mapping, but given {type(state_dict).__name__}"
-            )
-        if sorted(state_dict) != sorted(self._state_attrs):
-            raise ValueError(
-                f"Argument state_dict should have the keys {sorted(self._state_attrs)}, "
-                f"but given {sorted(state_dict)}"
-            )
-        index = state_dict["event_index"]
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise TypeError(
-                "Argument state_dict['event_index'] should be an int, "
-                f"but given {type(index).__name__}"
-            )
-        if index < 0:
-            raise ValueError(
-                "Argument state_dict['event_index'] should be a non-negative int, "
-                f"but given {index}"
-            )
+        check_state_dict(state_dict, self._state_attrs)
+        check_int("state_dict['event_index']", state_dict["event_index"])
         super().load_state_dict(state_dict)
 
     @classmethod

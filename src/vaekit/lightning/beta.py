@@ -3,7 +3,6 @@ r"""Lightning callbacks that drive :math:`\beta` from a schedule or a feedback c
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from vaekit._checks import check_int, check_number, check_state_dict
 from vaekit._observation import entry_of, observation_to_float
 from vaekit.schedules import Controller
 
@@ -187,17 +187,7 @@ class BetaScheduler(_BetaCallback):
         return trainer.global_step if self.interval == "step" else trainer.current_epoch
 
     def _set(self, step: int) -> float:
-        value: object = self.schedule(step)  # any callable: check what it returns
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(
-                f"Argument schedule should return a number, but given {type(value).__name__} "
-                f"at step {step}"
-            )
-        if not math.isfinite(value):
-            raise ValueError(
-                f"Argument schedule should return a finite number, but given {value!r} "
-                f"at step {step}"
-            )
+        value = check_number(f"schedule({step})", self.schedule(step))  # any callable
         self._step, self._beta = step, float(value)
         self._publish(self._beta)
         return self._beta
@@ -218,35 +208,12 @@ class BetaScheduler(_BetaCallback):
             ValueError: if its keys are not ``beta`` and ``step``, the step is negative or
                 :math:`\\beta` is not finite.
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"Argument state_dict should be a mapping, but given {type(state_dict).__name__}"
-            )
-        if not state_dict:
+        if isinstance(state_dict, Mapping) and not state_dict:
             self._step, self._beta = None, math.nan
             return
-        if sorted(state_dict) != _STATE_KEYS:
-            raise ValueError(
-                f"Argument state_dict should have the keys {_STATE_KEYS}, "
-                f"but given {sorted(state_dict)}"
-            )
-        step, beta = state_dict["step"], state_dict["beta"]
-        if isinstance(step, bool) or not isinstance(step, int):
-            raise TypeError(
-                f"Argument state_dict['step'] should be an int, but given {type(step).__name__}"
-            )
-        if step < 0:
-            raise ValueError(
-                f"Argument state_dict['step'] should be a non-negative int, but given {step}"
-            )
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-            raise TypeError(
-                f"Argument state_dict['beta'] should be a float, but given {type(beta).__name__}"
-            )
-        if not math.isfinite(beta):
-            raise ValueError(
-                f"Argument state_dict['beta'] should be a finite number, but given {beta!r}"
-            )
+        check_state_dict(state_dict, _STATE_KEYS)
+        step = check_int("state_dict['step']", state_dict["step"])
+        beta = check_number("state_dict['beta']", state_dict["beta"])
         self._step, self._beta = step, float(beta)
         self._publish(self._beta)
 

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vaekit._checks import check_positive_int, check_same_shape, check_tensor
+from vaekit._checks import check_int, check_positive_int, check_same_shape, check_tensor
 from vaekit.functional.reparam import reparameterize
 
 __all__ = ["GaussianReparam", "GaussianSample"]
@@ -94,8 +94,7 @@ class GaussianReparam(nn.Module):
         sample_in_eval: bool = False,
     ) -> None:
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int):
-            raise TypeError(f"Argument dim should be an int, but given {type(dim).__name__}")
+        check_int("dim", dim, low=None)
         if (in_features is None) != (latent_dim is None):
             raise ValueError(
                 "Arguments in_features and latent_dim should be given together, but given "
