@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from vaekit import VAELoss
+from vaekit import BetaTCVAELoss, VAELoss
 from vaekit.demo.checkpoints import demo_checkpoints
-from vaekit.demo.config import SCHEDULES, DemoConfig, build_beta
+from vaekit.demo.config import LOSSES, SCHEDULES, DemoConfig, build_beta
 from vaekit.demo.data import DataError, load_data
 from vaekit.demo.report import format_table, read_csv, write_compare
 from vaekit.demo.train import RunError, launch
@@ -43,6 +43,18 @@ def _parser() -> argparse.ArgumentParser:
         help=f"one of {','.join(SCHEDULES)}, or a comma-separated list to compare",
     )
     p.add_argument("--beta", type=float, default=d.beta, help="the final or constant beta")
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=d.loss,
+        help="vae: recon + beta * KL; tcvae: recon + I(x; z) + beta * TC + dimension-wise KL",
+    )
+    p.add_argument(
+        "--tc-beta",
+        type=float,
+        default=d.tc_beta,
+        help="with --loss tcvae: the final or constant TC weight (in place of --beta)",
+    )
     p.add_argument("--free-bits", type=float, default=d.free_bits, help="nats per latent")
     p.add_argument("--recon", choices=RECONS, default=d.recon, help="reconstruction loss")
     p.add_argument("--target-kl", type=float, default=d.target_kl, help="KL target of 'pi'")
@@ -110,8 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         data=None if args.data is None else str(args.data),
         nproc_per_node=args.nproc_per_node,
+        loss=args.loss,
+        tc_beta=args.tc_beta,
     )
-    problem = _check_settings(config, schedules, args.device)
+    problem = _check_tcvae(config, n) or _check_settings(config, schedules, args.device)
     if problem:
         parser.error(problem)
     outs = {s: args.out if len(schedules) == 1 else args.out / s for s in schedules}
@@ -161,6 +175,27 @@ def _check_settings(config: DemoConfig, schedules: list[str], device: str) -> st
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError) as err:  # torch asserts on a backend it lacks
         return f"--device {device} is not available: {str(err).splitlines()[0]}"
+    return None
+
+
+def _check_tcvae(config: DemoConfig, n: int) -> str | None:
+    """Why ``--loss tcvae`` cannot train on ``n`` samples, or None: its estimator of the total
+    correlation needs at least 2 data points in every batch of every process."""
+    if config.loss != "tcvae":
+        return None
+    try:
+        BetaTCVAELoss(config.recon, dataset_size=n, beta=config.tc_beta)
+    except (TypeError, ValueError) as err:
+        return str(err).replace("Argument beta ", "--tc-beta ", 1)
+    world = config.nproc_per_node
+    per_process = -(-config.batch_size // world)
+    last = (n // world) % per_process
+    if per_process < 2 or last == 1:
+        return (
+            f"--loss tcvae needs at least 2 samples in every batch of every process, but "
+            f"--batch-size {config.batch_size} leaves batches of 1 (of {n} samples in {world} "
+            "process(es)); choose another --batch-size"
+        )
     return None
 
 
