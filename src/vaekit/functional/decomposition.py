@@ -116,8 +116,10 @@ def kl_decomposition(
       :math:`B \ge 2`.
     - ``"mws"`` (minibatch weighted sampling):
       :math:`\log q(z_i) \approx \log \sum_j q(z_i \mid x_j) - \log(NB)`. Its weights sum to
-      :math:`1/N` per row, which shifts each log-density down by up to :math:`\log N`: it
-      over-states ``mi`` and ``tc`` and under-states ``dim_kl`` (their sum is unchanged).
+      :math:`1/N` per row, which shifts each log-density, joint and per dimension, about
+      :math:`\log N` down: ``mi`` reads about :math:`\log N` high, ``tc``
+      :math:`(D - 1)\log N` high and ``dim_kl`` :math:`D \log N` low (their sum is unchanged).
+      The "Monitoring posterior collapse" guide compares the two.
 
     The pairs are evaluated in chunks of rows, so that the forward pass holds
     :math:`O(\min(B, c) \cdot B \cdot D)` numbers at a time (:math:`c \cdot B \cdot D \le
