@@ -134,12 +134,12 @@ def _draw_aggregate(top: Any, bottom: Any, rows: Rows, dataset_size: int | None)
         top.plot(epoch, _column(rows, key), label=label)
     if dataset_size is not None:
         top.axhline(math.log(dataset_size), color="k", linestyle=":", label="log N, the cap")
-    top.set(title="KL = I(x; z) + KL(q(z) || p(z)) (nats)", xlabel="epoch")
+    top.set(title="KL = I(x; z) + KL(q(z) || p(z))", xlabel="epoch", ylabel="nats")
     top.legend()
     for key, label in (("marginal_kl", "KL(q(z) || p(z))"), ("tc", "total correlation")):
         bottom.plot(epoch, _column(rows, key), label=label)
     bottom.plot(epoch, _column(rows, "dim_kl"), label="dimension-wise KL")
-    bottom.set(title="KL(q(z) || p(z)) = TC + dimension-wise KL (nats)", xlabel="epoch")
+    bottom.set(title="KL(q(z) || p(z)) = TC + dim-wise KL", xlabel="epoch", ylabel="nats")
     bottom.legend()
 
 
