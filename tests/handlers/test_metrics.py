@@ -31,6 +31,7 @@ from vaekit.metrics import ActiveUnits, KLPerDimension, ReconKLRatio
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from ignite.metrics import Average
+from ignite.metrics import Metric as IgniteMetric
 from ignite.metrics.metric import (
     BatchWise,
     MetricUsage,
@@ -231,6 +232,64 @@ def test_reset_and_repr() -> None:
     adapter.reset()
     assert metric.update_count == 0
     assert repr(adapter) == "TorchMetricsAdapter(ReconKLRatio())"
+
+
+def test_every_public_member_is_the_adapters_own() -> None:
+    # Each is documented for the adapter, not by Ignite's docstrings of (y_pred, y) metrics.
+    public = {n for n in dir(IgniteMetric) if not n.startswith("_")}
+    for name in sorted(public):
+        assert name in vars(TorchMetricsAdapter), name
+        member = vars(TorchMetricsAdapter)[name]
+        if callable(member):
+            assert member.__doc__, name
+            assert "Example:" in member.__doc__, name
+
+
+def test_detach_and_is_attached() -> None:
+    engine = Engine(lambda engine, batch: batch)
+    adapter = TorchMetricsAdapter(ReconKLRatio())
+    adapter.attach(engine, "ratio", usage="batch_wise")
+    assert adapter.is_attached(engine, usage="batch_wise")
+    assert not adapter.is_attached(engine)
+    adapter.detach(engine, usage="batch_wise")
+    assert not adapter.is_attached(engine, usage="batch_wise")
+    engine.run([(torch.tensor(1.0), torch.tensor(1.0))])
+    assert "ratio" not in engine.state.metrics
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "message"),
+    [
+        ([1, 2], TypeError, r"^Argument state_dict should be a mapping, but given list$"),
+        (
+            {"metrics": {}},
+            ValueError,
+            r"^Argument state_dict should be a TorchMetricsAdapter.state_dict\(\), "
+            r"but given dict with keys \['metrics'\]$",
+        ),
+        (
+            {"__metric_state_per_rank": "abc"},
+            ValueError,
+            r"^Argument state_dict should be a TorchMetricsAdapter.state_dict\(\), "
+            r"but given dict with keys \['__metric_state_per_rank'\]$",
+        ),
+        (
+            {"__metric_state_per_rank": []},
+            ValueError,
+            r"^Argument state_dict should hold the states of 1 processes, one per process as "
+            r"now, but given those of 0$",
+        ),
+    ],
+)
+def test_a_state_dict_of_another_layout_is_refused(
+    state: Any, error: type[Exception], message: str
+) -> None:
+    adapter = TorchMetricsAdapter(ReconKLRatio())
+    adapter.update((torch.tensor([4.0]), torch.tensor([2.0])))
+    with pytest.raises(error, match=message):
+        adapter.load_state_dict(state)
+    assert adapter.metric.recon_sum.item() == 4.0
+    assert adapter.metric.update_count == 1
 
 
 # Checkpoints: a run stopped after iteration STOP and resumed in a fresh engine with fresh
@@ -484,15 +543,17 @@ def test_load_into_a_collection_whose_compute_groups_formed() -> None:
 
 
 def test_states_load_onto_the_metrics_dtype_and_device() -> None:
-    source = TorchMetricsAdapter(ReconKLRatio())
-    source.update((torch.tensor([0.1, 0.2], dtype=torch.float64), torch.tensor([0.3, 0.4])))
-    target = TorchMetricsAdapter(ReconKLRatio().set_dtype(torch.float32))
+    source = TorchMetricsAdapter(MeanMetric())
+    source.update(torch.tensor([0.1, 0.2]))
+    target = TorchMetricsAdapter(MeanMetric().set_dtype(torch.float64))
     target.load_state_dict(source.state_dict())
-    assert target.metric.recon_sum.dtype == torch.float32
-    assert target.metric.recon_sum.item() == pytest.approx(0.3, rel=1e-7)
+    assert target.metric.mean_value.dtype == torch.float64
+    assert target.metric.mean_value.item() == torch.tensor(0.1 + 0.2).item()  # the float32 sum
+    vaekit = TorchMetricsAdapter(ReconKLRatio())
+    vaekit.update((torch.tensor([0.1, 0.2], dtype=torch.float64), torch.tensor([0.3, 0.4])))
 
     on_meta = TorchMetricsAdapter(ReconKLRatio().to("meta"))
-    on_meta.load_state_dict(source.state_dict())
+    on_meta.load_state_dict(vaekit.state_dict())
     assert on_meta.metric.kl_sum.device.type == "meta"
 
     cat = TorchMetricsAdapter(CatMetric())
