@@ -21,6 +21,8 @@ from vaekit._private import (
     torchmetrics_drop_computed,
     torchmetrics_set_update_count,
 )
+from vaekit.metrics import KLPerDimension
+from vaekit.metrics._base import _substituting
 
 
 def _summed(*values: float) -> SumMetric:
@@ -65,7 +67,7 @@ def test_drop_computed_makes_compute_compute_again() -> None:
 
 
 def test_apply_takes_states_to_leave_alone() -> None:
-    # vaekit's metrics pass their states as exclude_state.
+    # vaekit.metrics._base._SumStateMetric._apply passes its states as exclude_state.
     assert "exclude_state" in inspect.signature(Metric._apply).parameters
     metric = _summed(1.0)
     Metric._apply(metric, lambda t: t.double(), exclude_state=["sum_value"])
@@ -103,7 +105,7 @@ def test_set_dtype_and_module_casts_reach_the_apply_hook(cast: Any) -> None:
 
 
 def test_sync_hands_each_tensor_state_itself_to_dist_sync_fn() -> None:
-    # vaekit's metrics recognise their states by identity in the dist_sync_fn.
+    # vaekit.metrics._base._substituting recognises the states by identity.
     metric = _summed(2.0)
     seen: list[tuple[Tensor, Any]] = []
 
@@ -119,3 +121,15 @@ def test_sync_hands_each_tensor_state_itself_to_dist_sync_fn() -> None:
     assert metric.sum_value.item() == 4.0
     metric.unsync()
     assert metric.sum_value.item() == 2.0
+
+
+def test_an_unknown_tensor_in_the_sync_fails_loudly() -> None:
+    metric = KLPerDimension()
+    sync_fn = _substituting(metric, lambda tensor, group=None: [tensor])
+    assert sync_fn(metric.kl_sum) == [metric.kl_sum]
+    with pytest.raises(
+        RuntimeError,
+        match=r"^KLPerDimension.sync expected torchmetrics to gather the metric's states "
+        r"themselves, but given another tensor of shape \(3,\)$",
+    ):
+        sync_fn(torch.zeros(3))

@@ -135,7 +135,7 @@ class TorchMetricsAdapter(IgniteMetric):
         >>> restored.load_state_dict(adapter.state_dict())
         >>> restored.update((torch.tensor([20.0]), torch.tensor([2.0])))
         >>> restored.compute()  # (30 + 50 + 20) / (2 + 6 + 2)
-        tensor(10., dtype=torch.float64)
+        tensor(10.)
     """
 
     #: ``None``: the adapter passes the whole transformed output to ``metric.update`` (see
@@ -248,7 +248,7 @@ class TorchMetricsAdapter(IgniteMetric):
             >>> adapter = TorchMetricsAdapter(ReconKLRatio())
             >>> adapter.update((torch.tensor([30.0, 50.0]), torch.tensor([2.0, 6.0])))
             >>> adapter.compute()
-            tensor(10., dtype=torch.float64)
+            tensor(10.)
         """
         return self.metric.compute()
 
@@ -449,7 +449,7 @@ class TorchMetricsAdapter(IgniteMetric):
             >>> restored = TorchMetricsAdapter(ReconKLRatio())
             >>> restored.load_state_dict(saved.state_dict())
             >>> restored.compute(), restored.metric.update_count
-            (tensor(2., dtype=torch.float64), 1)
+            (tensor(2.), 1)
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(
