@@ -350,10 +350,11 @@ class TorchMetricsAdapter(IgniteMetric):
             >>> from vaekit.metrics import ReconKLRatio
             >>> engine = Engine(lambda engine, batch: batch)
             >>> TorchMetricsAdapter(ReconKLRatio()).attach(engine, "ratio", usage="batch_wise")
-            >>> batches = [(torch.tensor(4.0), torch.tensor(2.0)), (torch.tensor(9.0), torch.tensor(1.0))]
+            >>> batches = [(torch.tensor(4.0), torch.tensor(2.0)),
+            ...            (torch.tensor(9.0), torch.tensor(1.0))]
             >>> engine.run(batches).metrics["ratio"]  # the last batch's
             9.0
-        """  # noqa: E501
+        """
         super().attach(engine, name, usage)
 
     def detach(self, engine: Engine, usage: str | MetricUsage = "epoch_wise") -> None:
@@ -415,10 +416,10 @@ class TorchMetricsAdapter(IgniteMetric):
             >>> from vaekit.metrics import ReconKLRatio
             >>> adapter = TorchMetricsAdapter(ReconKLRatio())
             >>> adapter.update((torch.tensor(4.0), torch.tensor(2.0)))
-            >>> (part,) = adapter.state_dict()["__metric_state_per_rank"]
-            >>> part["metrics"][""]["states"]
-            {'recon_sum': tensor(4., dtype=torch.float64), 'kl_sum': tensor(2., dtype=torch.float64)}
-        """  # noqa: E501
+            >>> (part,) = adapter.state_dict()["__metric_state_per_rank"]  # one process
+            >>> part["metrics"][""]["update_count"], part["metrics"][""]["states"]["recon_sum"]
+            (1, tensor(4., dtype=torch.float64))
+        """
         part = _metric_state.save(self.metric)
         if idist.get_world_size() > 1:
             return OrderedDict([(_metric_state.PER_RANK, idist.all_gather(part))])

@@ -81,6 +81,8 @@ class _SumStateMetric(Metric):
         Raises:
             ValueError: if ``incoming_state`` is a metric of another class or a dict without this
                 metric's states, or holds sums of another latent shape.
+            RuntimeError: if the metric syncs on every step (``dist_sync_on_step=True``), as
+                torchmetrics' does.
 
         Example:
             >>> import torch
