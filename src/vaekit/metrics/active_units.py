@@ -65,9 +65,10 @@ class ActiveUnits(_SumStateMetric):
     incoming sums to this metric's shift, and ``sync`` has every process gather its sums moved
     to the shift of the first process that has one (process 0 unless it has seen no sample), so
     every process sums identical terms and gets the identical result (the shift state is then
-    reduced with ``max`` over equal copies); each keeps its own sums afterwards. A process that has seen no sample (an uneven last shard) takes
-    part in the same collectives and adds zero sums; when no process has seen one, a distributed
-    ``compute()`` returns 0 as it does before any update.
+    reduced with ``max`` over equal copies); each keeps its own sums afterwards. A process that
+    has seen no sample (an uneven last shard) takes part in the same collectives and adds zero
+    sums; when no process has seen one, a distributed ``compute()`` returns 0 as it does before
+    any update.
 
     ``update(mu)`` takes the posterior mean of shape ``(B, *latent)``; the first update fixes
     ``latent`` for the lifetime of the metric. Inputs are detached. Before any update,
