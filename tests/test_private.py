@@ -22,7 +22,7 @@ from vaekit._private import (
     torchmetrics_set_update_count,
 )
 from vaekit.metrics import KLPerDimension
-from vaekit.metrics._base import _substituting
+from vaekit.metrics._base import _SubstitutingSyncFn
 
 
 def _summed(*values: float) -> SumMetric:
@@ -123,13 +123,17 @@ def test_sync_hands_each_tensor_state_itself_to_dist_sync_fn() -> None:
     assert metric.sum_value.item() == 2.0
 
 
-def test_an_unknown_tensor_in_the_sync_fails_loudly() -> None:
+def test_a_state_torchmetrics_does_not_gather_itself_fails_loudly() -> None:
     metric = KLPerDimension()
-    sync_fn = _substituting(metric, lambda tensor, group=None: [tensor])
-    assert sync_fn(metric.kl_sum) == [metric.kl_sum]
+    metric.update(torch.zeros(2, 3), torch.zeros(2, 3))
+    sync_fn = _SubstitutingSyncFn(metric, lambda tensor, group=None: [tensor])
+    metric._sync_replacements = lambda gather, group: {"kl_sum": torch.ones(3)}  # type: ignore[method-assign]
+    torch.testing.assert_close(sync_fn(metric.kl_sum.clone()), [metric.kl_sum])  # as it is
     with pytest.raises(
         RuntimeError,
         match=r"^KLPerDimension.sync expected torchmetrics to gather the metric's states "
-        r"themselves, but given another tensor of shape \(3,\)$",
+        r"themselves, but the states \['kl_sum'\] were not gathered$",
     ):
-        sync_fn(torch.zeros(3))
+        sync_fn.check()
+    torch.testing.assert_close(sync_fn(metric.kl_sum), [torch.ones(3)])  # the state itself
+    sync_fn.check()

@@ -271,6 +271,37 @@ def test_device_moves_keep_the_state_dtypes(name: str) -> None:
     assert _state_dtypes(metric) == REGISTERED[name]
 
 
+class _Listing(_SumStateMetric):
+    """A metric with a list state, as a vaekit metric that keeps every sample would have."""
+
+    values: list[Tensor]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("values", default=[], dist_reduce_fx="cat")
+
+    def update(self, x: Tensor) -> None:
+        self.values.append(x.double())
+
+    def compute(self) -> Tensor:
+        return self._result(torch.cat(self.values).sum())
+
+
+def test_list_states_keep_their_dtype_and_sync() -> None:
+    metric = _Listing()
+    metric.update(torch.tensor([1.0, 2.0]))
+    metric.update(torch.tensor([4.0]))
+    metric.set_dtype(torch.float16)
+    assert [v.dtype for v in metric.values] == [torch.float64] * 2
+    metric.sync(dist_sync_fn=lambda t, group=None: [t, t], distributed_available=lambda: True)
+    assert metric.values.tolist() == [1.0, 2.0, 4.0, 1.0, 2.0, 4.0]  # two equal processes
+    metric.unsync()
+    assert metric.compute().item() == 7.0
+    assert metric.compute().dtype == torch.float16
+    metric.to("meta")
+    assert [(v.device.type, v.dtype) for v in metric.values] == [("meta", torch.float64)] * 2
+
+
 def test_compute_before_update_warns(case: Case) -> None:
     with pytest.warns(UserWarning, match="was called before the ``update`` method"):
         value = case.make().compute()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vaekit._private import torchmetrics_defaults, torchmetrics_set_update_count
+from vaekit._private import torchmetrics_set_update_count
 
 if TYPE_CHECKING:
     from torchmetrics import Metric, MetricCollection
@@ -164,20 +164,11 @@ def _shape_problem(metric: Metric, states: Mapping[str, Any], where: str) -> str
     A vaekit metric knows which of its sums take the latent shape; any other metric's tensor
     states keep the shapes of their defaults, as torchmetrics' sum states do.
     """
-    from vaekit.metrics._base import _SumStateMetric
+    from vaekit.metrics._base import _default_shape_problem, _SumStateMetric
 
     if isinstance(metric, _SumStateMetric):
         return metric._state_shape_problem(states, where)
-    for name, default in torchmetrics_defaults(metric).items():
-        saved = states.get(name)
-        if not (isinstance(default, torch.Tensor) and isinstance(saved, torch.Tensor)):
-            continue
-        if saved.shape != default.shape:
-            return (
-                f"Argument state_dict should hold a tensor of shape {tuple(default.shape)} "
-                f"for the state {name} of {where}, but given shape {tuple(saved.shape)}"
-            )
-    return None
+    return _default_shape_problem(metric, states, where)
 
 
 def _placed(metric: Metric, saved: Mapping[str, Any]) -> dict[str, Any]:

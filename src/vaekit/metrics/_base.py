@@ -14,7 +14,11 @@ from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 from torchmetrics.utilities.plot import plot_single_or_multi_val
 
-from vaekit._private import torchmetrics_drop_computed, torchmetrics_set_update_count
+from vaekit._private import (
+    torchmetrics_defaults,
+    torchmetrics_drop_computed,
+    torchmetrics_set_update_count,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -61,7 +65,11 @@ class _SumStateMetric(Metric):
         own = [name for name in self.metric_state if name not in exclude_state]
         this = super()._apply(fn, exclude_state=[*exclude_state, *own])
         for name in own:
-            setattr(this, name, _keeping_dtype(fn, getattr(this, name)))
+            value = getattr(this, name)
+            if isinstance(value, Tensor):
+                setattr(this, name, _keeping_dtype(fn, value))
+            else:  # a list state
+                setattr(this, name, [_keeping_dtype(fn, item) for item in value])
         if self.dtype != dtype:
             torchmetrics_drop_computed(self)
         return this
@@ -134,12 +142,14 @@ class _SumStateMetric(Metric):
             >>> kl.kl_sum
             tensor([0., 0., 0.], dtype=torch.float64)
         """
+        sync_fn = _SubstitutingSyncFn(self, dist_sync_fn or gather_all_tensors)
         super().sync(
-            dist_sync_fn=_substituting(self, dist_sync_fn or gather_all_tensors),
+            dist_sync_fn=sync_fn,
             process_group=process_group,
             should_sync=should_sync,
             distributed_available=distributed_available,
         )
+        sync_fn.check()
 
     def _sync_replacements(self, gather: SyncFn, group: Any) -> dict[str, Tensor]:
         """The states this process gathers in place of its own, by name (none: its own).
@@ -150,8 +160,11 @@ class _SumStateMetric(Metric):
         return {}
 
     def _state_shape_problem(self, states: Mapping[str, Any], where: str) -> str | None:
-        """Why saved ``states`` cannot be this metric's by their shapes, or None."""
-        raise NotImplementedError
+        """Why saved ``states`` cannot be this metric's by their shapes, or None.
+
+        A sum keeps the shape of its default; a metric with latent-shaped sums says otherwise.
+        """
+        return _default_shape_problem(self, states, where)
 
     def _plot_values(self, val: Tensor | Sequence[Tensor]) -> Tensor | Sequence[Tensor]:
         """The values ``plot`` draws for ``val``: the results as they are."""
@@ -204,32 +217,55 @@ def _keeping_dtype(fn: Callable[[Tensor], Tensor], value: Tensor) -> Tensor:
     return fn(value) if probe.dtype == value.dtype else value.to(probe.device)
 
 
-def _substituting(metric: _SumStateMetric, gather: SyncFn) -> SyncFn:
+class _SubstitutingSyncFn:
     """A ``dist_sync_fn`` that gathers, for each state, what ``metric._sync_replacements`` gives.
 
-    torchmetrics passes each tensor state itself to the ``dist_sync_fn``; the first call asks the
-    metric for its replacements (the processes' agreement runs then, on every process alike).
-
-    Raises:
-        RuntimeError: if torchmetrics passes a tensor that is not one of the metric's states, as
-            a torchmetrics release that syncs otherwise would.
+    torchmetrics passes each tensor state itself to the ``dist_sync_fn`` (a list state as a new
+    tensor of its items, which is gathered as it is); the first call asks the metric for its
+    replacements (the processes' agreement runs then, on every process alike).
     """
-    replacements: dict[int, Tensor] | None = None
 
-    def sync_fn(tensor: Tensor, group: Any = None) -> list[Tensor]:
-        nonlocal replacements
-        if replacements is None:
-            given = metric._sync_replacements(gather, group)
-            states = metric.metric_state.items()
-            replacements = {id(v): given.get(k, v) for k, v in states if isinstance(v, Tensor)}
-        if id(tensor) not in replacements:
+    def __init__(self, metric: _SumStateMetric, gather: SyncFn) -> None:
+        self.metric, self.gather = metric, gather
+        self.replacements: dict[int, Tensor] | None = None  # by id of the state replaced
+        self.names: dict[int, str] = {}
+        self.unused: set[str] = set()
+
+    def __call__(self, tensor: Tensor, group: Any = None) -> list[Tensor]:
+        if self.replacements is None:
+            given = self.metric._sync_replacements(self.gather, group)
+            states = self.metric.metric_state
+            self.replacements = {id(states[name]): value for name, value in given.items()}
+            self.unused = set(given)
+            self.names = {id(states[name]): name for name in given}
+        name = self.names.get(id(tensor))
+        if name is None:
+            return self.gather(tensor, group=group)
+        self.unused.discard(name)
+        return self.gather(self.replacements[id(tensor)], group=group)
+
+    def check(self) -> None:
+        """Raise RuntimeError if a replaced state was never gathered: torchmetrics then passed
+        copies of the states, which a torchmetrics release that syncs otherwise would do."""
+        if self.unused:
             raise RuntimeError(
-                f"{type(metric).__name__}.sync expected torchmetrics to gather the metric's states "
-                f"themselves, but given another tensor of shape {tuple(tensor.shape)}"
+                f"{type(self.metric).__name__}.sync expected torchmetrics to gather the metric's "
+                f"states themselves, but the states {sorted(self.unused)} were not gathered"
             )
-        return gather(replacements[id(tensor)], group=group)
 
-    return sync_fn
+
+def _default_shape_problem(metric: Metric, states: Mapping[str, Any], where: str) -> str | None:
+    """The error message if a saved tensor state of ``metric`` lacks its default's shape."""
+    for name, default in torchmetrics_defaults(metric).items():
+        saved = states.get(name)
+        if not (isinstance(default, Tensor) and isinstance(saved, Tensor)):
+            continue
+        if saved.shape != default.shape:
+            return (
+                f"Argument state_dict should hold a tensor of shape {tuple(default.shape)} "
+                f"for the state {name} of {where}, but given shape {tuple(saved.shape)}"
+            )
+    return None
 
 
 def _latent_shape_problem(
