@@ -72,6 +72,8 @@ if __name__ == "__main__":
         (r"`torch\.jit\.\w+` is deprecated", DeprecationWarning),
         (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
         (r"GPU available but not used", UserWarning),
+        (r"pkg_resources is deprecated as an API", UserWarning),
+        (r"Deprecated call to `pkg_resources\.declare_namespace", DeprecationWarning),
     ]:
         warnings.filterwarnings("ignore", message=message, category=category)
     _main(sys.argv[1])

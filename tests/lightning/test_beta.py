@@ -12,6 +12,7 @@ import vaekit.handlers  # noqa: F401
 # isort: on
 
 import csv
+import inspect
 import json
 import math
 import os
@@ -34,6 +35,11 @@ from vaekit.lightning import BetaController, BetaScheduler
 from vaekit.schedules import GECO, Cyclical, LinearWarmup, PIController
 
 ROOT = Path(__file__).resolve().parents[2]
+# Trainer.fit takes weights_only from Lightning 2.6 on; Lightning 2.2, the oldest supported, calls
+# torch.load with torch's default, which is weights_only=True since torch 2.6.
+FIT_WEIGHTS_ONLY = (
+    {"weights_only": True} if "weights_only" in inspect.signature(pl.Trainer.fit).parameters else {}
+)
 DIST_TIMEOUT_S = 240  # two Lightning imports and a gloo rendezvous take about 20 s
 VALUES = [0.0, 0.5, -0.25, 1.0, 0.125, 0.75]  # a batch each, exact in float32
 
@@ -455,7 +461,7 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_sequence(make, saved_a
 
     resumed, fresh, probe = Model(), make(), AtTrainStart()
     trainer = make_trainer(tmp_path, max_epochs=3, callbacks=[fresh, probe])
-    trainer.fit(resumed, train_dataloaders=Loader(VALUES), ckpt_path=path, weights_only=True)
+    trainer.fit(resumed, train_dataloaders=Loader(VALUES), ckpt_path=path, **FIT_WEIGHTS_ONLY)
     assert probe.beta == saver.beta  # the target holds what it held when the checkpoint was taken
     assert resumed.seen == uninterrupted.seen[done:]
     assert resumed.steps == list(range(done, 3 * len(VALUES)))

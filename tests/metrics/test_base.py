@@ -18,7 +18,11 @@ from torch import Tensor
 from torch.distributions import Normal, kl_divergence
 
 from tests.metrics._threads import ThreadWorld
-from vaekit.functional.monitors import _active_units_variance
+from vaekit.functional.monitors import (
+    _active_units_variance,
+    _kl_per_dimension_compute,
+    _recon_kl_ratio_compute,
+)
 from vaekit.metrics import ActiveUnits, KLPerDimension, ReconKLRatio
 from vaekit.metrics._base import _agree_latent_shape, _SumStateMetric
 
@@ -69,14 +73,18 @@ CASES = {
     "ReconKLRatio": Case(
         ReconKLRatio,
         _ratio_data,
-        lambda m: m.compute(),
+        lambda m: _recon_kl_ratio_compute(m.recon_sum, m.kl_sum),
         lambda b: b[0].double().sum() / b[1].double().sum(),
     ),
     "ActiveUnits": Case(
         ActiveUnits, _au_data, _au_observe, lambda b: b[0].double().var(dim=0, correction=0)
     ),
     "KLPerDimension": Case(
-        KLPerDimension, _kl_data, lambda m: m.compute(), _kl_reference, rtol=1e-5
+        KLPerDimension,
+        _kl_data,
+        lambda m: _kl_per_dimension_compute(m.kl_sum, m.total),
+        _kl_reference,
+        rtol=1e-5,
     ),
 }
 
@@ -181,6 +189,117 @@ def test_inputs_are_detached(case: Case) -> None:
     assert not any(s.requires_grad for s in metric.metric_state.values())
     assert metric.is_differentiable is False
     assert metric.full_state_update is False
+
+
+def _state_dtypes(metric: _SumStateMetric) -> dict[str, torch.dtype]:
+    return {name: value.dtype for name, value in metric.metric_state.items()}
+
+
+REGISTERED = {  # the dtypes the states are registered with: float64 sums, int64 counts
+    "ReconKLRatio": {"recon_sum": torch.float64, "kl_sum": torch.float64},
+    "ActiveUnits": {
+        "total": torch.int64,
+        "sum_mu": torch.float64,
+        "sum_mu_sq": torch.float64,
+        "shift": torch.float64,
+    },
+    "KLPerDimension": {"kl_sum": torch.float64, "total": torch.int64},
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_results_come_in_torchmetrics_default_dtype_from_float64_sums(name: str) -> None:
+    case = CASES[name]
+    batch = case.data(6, 8)
+    metric = case.make()
+    metric.update(*batch)
+    assert _state_dtypes(metric) == REGISTERED[name]
+    result = metric.compute()
+    if name == "ActiveUnits":
+        assert result.dtype == torch.int64
+        return
+    assert result.dtype == torch.get_default_dtype() == torch.float32
+    reference = case.reference(batch).float()  # a float32 reference, compared as it is
+    assert torch.allclose(result, reference, rtol=case.rtol, atol=1e-6)
+    assert metric(*case.data(3, 9)).dtype == torch.float32  # forward too
+
+
+CASTS: dict[str, tuple[Callable[[torch.nn.Module], object], torch.dtype]] = {
+    # how the metric is cast, and the dtype its floating-point results then take
+    "set_dtype(float64)": (lambda m: m.set_dtype(torch.float64), torch.float64),
+    "set_dtype(float16)": (lambda m: m.set_dtype(torch.float16), torch.float16),
+    "set_dtype(float32)": (lambda m: m.set_dtype(torch.float32), torch.float32),
+    ".half()": (lambda m: m.half(), torch.float32),  # torchmetrics ignores these casts
+    ".float()": (lambda m: m.float(), torch.float32),
+    ".double()": (lambda m: m.double(), torch.float32),
+    "parent .half()": (lambda m: torch.nn.ModuleDict({"m": m}).half(), torch.float32),
+    "parent .double()": (lambda m: torch.nn.ModuleDict({"m": m}).double(), torch.float32),
+    ".to(float16)": (lambda m: m.to(torch.float16), torch.float16),
+}
+
+
+@pytest.mark.parametrize("cast", list(CASTS))
+@pytest.mark.parametrize("name", list(CASES))
+def test_casts_keep_float64_sums_and_int_counts(name: str, cast: str) -> None:
+    case = CASES[name]
+    apply, result_dtype = CASTS[cast]
+    a, b = case.data(5, 10), case.data(4, 11)
+    metric = case.make()
+    metric.update(*a)
+    before = {k: v.clone() for k, v in metric.metric_state.items()}
+    apply(metric)
+    assert _state_dtypes(metric) == REGISTERED[name]
+    torch.testing.assert_close(metric.metric_state, before, rtol=0, atol=0)  # not a digit lost
+    metric.update(*b)  # and the sums go on in float64
+    _close(case.observe(metric), case.reference(_cat([a, b])), case.rtol)
+    result = metric.compute()
+    assert result.dtype == (torch.int64 if name == "ActiveUnits" else result_dtype)
+    metric.reset()
+    assert _state_dtypes(metric) == REGISTERED[name]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_device_moves_keep_the_state_dtypes(name: str) -> None:
+    metric = CASES[name].make()
+    metric.update(*CASES[name].data(3, 12))
+    metric.to("meta")
+    assert {v.device.type for v in metric.metric_state.values()} == {"meta"}
+    assert metric.device.type == "meta"
+    assert _state_dtypes(metric) == REGISTERED[name]
+    metric.reset()
+    assert {v.device.type for v in metric.metric_state.values()} == {"meta"}
+    assert _state_dtypes(metric) == REGISTERED[name]
+
+
+class _Listing(_SumStateMetric):
+    """A metric with a list state, as a vaekit metric that keeps every sample would have."""
+
+    values: list[Tensor]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("values", default=[], dist_reduce_fx="cat")
+
+    def update(self, x: Tensor) -> None:
+        self.values.append(x.double())
+
+    def compute(self) -> Tensor:
+        return self._result(torch.cat(self.values).sum())
+
+
+def test_list_states_keep_their_dtype_and_sync() -> None:
+    metric = _Listing()
+    metric.update(torch.tensor([1.0, 2.0]))
+    metric.update(torch.tensor([4.0]))
+    metric.set_dtype(torch.float16)
+    assert [v.dtype for v in metric.values] == [torch.float64] * 2
+    metric.sync(dist_sync_fn=lambda t, group=None: [t, t], distributed_available=lambda: True)
+    assert metric.values.tolist() == [1.0, 2.0, 4.0, 1.0, 2.0, 4.0]  # two equal processes
+    metric.unsync()
+    assert metric.compute().item() == 7.0
+    assert metric.compute().dtype == torch.float16
+    metric.to("meta")
+    assert [(v.device.type, v.dtype) for v in metric.values] == [("meta", torch.float64)] * 2
 
 
 def test_compute_before_update_warns(case: Case) -> None:

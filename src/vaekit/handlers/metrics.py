@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
+import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric as IgniteMetric
+from ignite.metrics.metric import MetricUsage
+
+from vaekit.handlers import _metric_state
 
 if TYPE_CHECKING:
     from torchmetrics import Metric, MetricCollection
@@ -19,31 +22,6 @@ __all__ = ["TorchMetricsAdapter"]
 
 def _identity(output: Any) -> Any:
     return output
-
-
-def _metrics_in(metric: Metric | MetricCollection) -> dict[str, Metric]:
-    """The torchmetrics metrics in ``metric`` by module name: ``""`` for ``metric`` itself, the
-    member names of a collection, the inner metrics of a wrapper or a compositional metric."""
-    from torchmetrics import Metric
-
-    return {name: m for name, m in metric.named_modules() if isinstance(m, Metric)}
-
-
-def _to_cpu(value: Any) -> Any:
-    """A detached CPU copy of a state (a tensor, or a list state's items), never a view of it."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, list):
-        return [_to_cpu(item) for item in value]
-    return value
-
-
-def _save(metric: Metric) -> dict[str, Any]:
-    return {
-        "class": type(metric).__name__,
-        "update_count": metric.update_count,
-        "states": {name: _to_cpu(value) for name, value in metric.metric_state.items()},
-    }
 
 
 def _arguments(output: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -71,91 +49,6 @@ def _summary_of(output: Any) -> str:
     if isinstance(output, Mapping):
         return f"a {type(output).__name__} with keys {sorted(map(str, output))}"
     return f"a {type(output).__name__}"
-
-
-def _summary(value: object) -> str:
-    keys = f" with keys {sorted(map(str, value))}" if isinstance(value, Mapping) else ""
-    return type(value).__name__ + keys
-
-
-def _describe(classes: Mapping[str, Any]) -> str:
-    """``name=Class`` for each metric, the class alone for the root: ``"ReconKLRatio"``."""
-    return ", ".join(f"{name}={cls}" if name else str(cls) for name, cls in sorted(classes.items()))
-
-
-def _check_entry(name: str, metric: Metric, entry: Mapping[str, Any]) -> None:
-    """Raise ValueError unless ``entry``, a saved metric, loads into ``metric``."""
-    where = _describe({name: type(metric).__name__})
-    states, count = entry["states"], entry["update_count"]
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        raise ValueError(
-            f"Argument state_dict should hold a non-negative int update count for {where}, "
-            f"but given {count!r}"
-        )
-    if not isinstance(states, Mapping) or set(states) != set(metric._defaults):
-        given = sorted(states) if isinstance(states, Mapping) else type(states).__name__
-        raise ValueError(
-            f"Argument state_dict should hold the states {sorted(metric._defaults)} of {where}, "
-            f"but given {given}"
-        )
-    for state, default in metric._defaults.items():
-        kind = torch.Tensor if isinstance(default, torch.Tensor) else list
-        if not isinstance(states[state], kind):
-            raise ValueError(
-                f"Argument state_dict should hold a {kind.__name__} for the state {state} of "
-                f"{where}, but given {type(states[state]).__name__}"
-            )
-        saved, current = states[state], getattr(metric, state)
-        if isinstance(saved, torch.Tensor) and _kind(saved.dtype) != _kind(current.dtype):
-            wanted = _kind(current.dtype)
-            raise ValueError(
-                "Argument state_dict should hold a tensor of "
-                f"{'an' if wanted == 'integer' else 'a'} {wanted} dtype for the state {state} of "
-                f"{where}, but given dtype {saved.dtype}"
-            )
-    problem = _shape_problem(metric, states, where)
-    if problem is not None:
-        raise ValueError(problem)
-
-
-def _kind(dtype: torch.dtype) -> str:
-    """The kind of values ``dtype`` holds; a state loads into its metric's dtype of its kind."""
-    if dtype.is_complex:
-        return "complex"
-    if dtype.is_floating_point:
-        return "floating-point"
-    return "bool" if dtype == torch.bool else "integer"
-
-
-def _shape_problem(metric: Metric, states: Mapping[str, Any], where: str) -> str | None:
-    """Why the saved tensor states cannot be ``metric``'s by their shapes, or None.
-
-    A vaekit metric knows which of its sums take the latent shape; any other metric's tensor
-    states keep the shapes of their defaults, as torchmetrics' sum states do.
-    """
-    from vaekit.metrics._base import _default_shape_problem, _SumStateMetric
-
-    if isinstance(metric, _SumStateMetric):
-        return metric._state_shape_problem(states, where)
-    return _default_shape_problem(metric, states, where)
-
-
-def _load(metric: Metric, entry: Mapping[str, Any]) -> None:
-    """Put the saved states, copied, on the device (and, for a tensor, the dtype) they have now."""
-    list_device = torch.device("cpu") if metric.compute_on_cpu else metric.device
-    for state, saved in entry["states"].items():
-        current = getattr(metric, state)
-        if isinstance(saved, torch.Tensor):
-            value: Any = saved.to(device=current.device, dtype=current.dtype, copy=True)
-        else:
-            value = [
-                item.to(list_device, copy=True) if isinstance(item, torch.Tensor) else item
-                for item in saved
-            ]
-        setattr(metric, state, value)
-    metric._update_count = entry["update_count"]
-    metric._computed = None  # a result cached before the load
-    metric._forward_cache = None
 
 
 def _resumes_inside_usage(engine: Engine) -> bool:
@@ -242,9 +135,11 @@ class TorchMetricsAdapter(IgniteMetric):
         >>> restored.load_state_dict(adapter.state_dict())
         >>> restored.update((torch.tensor([20.0]), torch.tensor([2.0])))
         >>> restored.compute()  # (30 + 50 + 20) / (2 + 6 + 2)
-        tensor(10., dtype=torch.float64)
+        tensor(10.)
     """
 
+    #: ``None``: the adapter passes the whole transformed output to ``metric.update`` (see
+    #: above) and selects no keys from it, unlike Ignite's metrics, which take ``("y_pred", "y")``.
     required_output_keys = None
 
     def __init__(
@@ -270,61 +165,48 @@ class TorchMetricsAdapter(IgniteMetric):
                 "Argument output_transform should be callable, "
                 f"but given {type(output_transform).__name__}"
             )
+        #: The torchmetrics ``Metric`` or ``MetricCollection`` that the adapter runs.
         self.metric = metric
         self._loaded = False  # load_state_dict since the last start
-        super().__init__(output_transform=output_transform, skip_unrolling=True)
+        super().__init__(output_transform=output_transform)
 
     def reset(self) -> None:
+        """Reset the torchmetrics metric: its states, update count and cached results.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.handlers import TorchMetricsAdapter
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> adapter = TorchMetricsAdapter(ReconKLRatio())
+            >>> adapter.update((torch.tensor(4.0), torch.tensor(2.0)))
+            >>> adapter.reset()
+            >>> adapter.metric.update_count
+            0
+        """
         self.metric.reset()
 
-    def started(self, engine: Engine) -> None:
-        # A resumed run fires the usage's start event again: keep the states just loaded for it.
-        loaded, self._loaded = self._loaded, False
-        if not (loaded and _resumes_inside_usage(engine)):
-            self.reset()
-
-    def _state_dict_per_rank(self) -> OrderedDict[str, Any]:
-        # Ignite's state_dict() gathers this from every process and load_state_dict() passes each
-        # process its own: the local, unsynced states, which torchmetrics syncs only in compute().
-        metrics = {name: _save(m) for name, m in _metrics_in(self.metric).items()}
-        return OrderedDict(metrics=metrics)
-
-    def _load_state_dict_per_rank(self, state_dict: Mapping[str, Any]) -> None:
-        metrics = _metrics_in(self.metric)
-        saved = state_dict.get("metrics") if isinstance(state_dict, Mapping) else None
-        if not isinstance(saved, Mapping) or not all(
-            isinstance(e, Mapping) and {"class", "update_count", "states"} <= set(e)
-            for e in saved.values()
-        ):
-            raise ValueError(
-                "Argument state_dict should be a TorchMetricsAdapter.state_dict(), "
-                f"but given {_summary(state_dict)}"
-            )
-        ours = {name: type(m).__name__ for name, m in metrics.items()}
-        theirs = {name: entry["class"] for name, entry in saved.items()}
-        if ours != theirs:
-            raise ValueError(
-                f"Argument state_dict should hold the states of {_describe(ours)}, "
-                f"but given the states of {_describe(theirs)}"
-            )
-        for name, m in metrics.items():  # all checks before any change
-            _check_entry(name, m, saved[name])
-        for name, m in metrics.items():
-            _load(m, saved[name])
-        self._share_compute_group_states()
-        self._loaded = True
-
-    def _share_compute_group_states(self) -> None:
-        """Point the members of each compute group at their first member's states again, as
-        torchmetrics does after an update."""
-        from torchmetrics import MetricCollection
-
-        collection = self.metric
-        if isinstance(collection, MetricCollection) and collection._groups_checked:
-            collection._state_is_copy = False
-            collection._compute_groups_create_state_ref()
-
     def update(self, output: Any) -> None:
+        """Feed a transformed output to ``metric.update``.
+
+        A tuple is passed as positional arguments, a mapping as keyword arguments, anything else
+        (a tensor, a list) as the single argument.
+
+        Args:
+            output: what ``output_transform`` returned for ``engine.state.output``.
+
+        Raises:
+            TypeError: if ``output`` does not fit the arguments of ``metric.update`` (the message
+                names ``output_transform``), or the metric raises one of its own.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.handlers import TorchMetricsAdapter
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> adapter = TorchMetricsAdapter(ReconKLRatio())
+            >>> adapter.update({"recon": torch.tensor([6.0]), "kl": torch.tensor([2.0])})
+            >>> adapter.metric.recon_sum
+            tensor(6., dtype=torch.float64)
+        """
         args, kwargs = _arguments(output)
         try:
             self.metric.update(*args, **kwargs)
@@ -350,11 +232,248 @@ class TorchMetricsAdapter(IgniteMetric):
         )
 
     def compute(self) -> Any:
+        """Return ``metric.compute()``: synced across processes by torchmetrics, as it is.
+
+        Nothing is raised for a usage without any update: torchmetrics warns and returns its
+        value for no data (NaN, 0), where Ignite's metrics raise ``NotComputableError``, so that
+        no process is left waiting in the sync.
+
+        Returns:
+            The torchmetrics metric's result, a tensor, or for a collection a dict of them.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.handlers import TorchMetricsAdapter
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> adapter = TorchMetricsAdapter(ReconKLRatio())
+            >>> adapter.update((torch.tensor([30.0, 50.0]), torch.tensor([2.0, 6.0])))
+            >>> adapter.compute()
+            tensor(10.)
+        """
         return self.metric.compute()
 
+    def started(self, engine: Engine) -> None:
+        """Reset the metric as the usage starts, unless a checkpoint was loaded for this point.
+
+        Ignite fires the usage's starting event again when a run resumes part-way through an
+        epoch (for a running usage, part-way through the run); after ``load_state_dict`` the
+        adapter then keeps the loaded states, so that the result is that of an uninterrupted run.
+
+        Args:
+            engine: the engine whose usage starts.
+
+        Example:
+            >>> import torch
+            >>> from ignite.engine import Engine
+            >>> from vaekit.handlers import TorchMetricsAdapter
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> adapter = TorchMetricsAdapter(ReconKLRatio())
+            >>> adapter.update((torch.tensor(4.0), torch.tensor(2.0)))
+            >>> adapter.started(Engine(lambda engine, batch: batch))  # a fresh run: reset
+            >>> adapter.metric.update_count
+            0
+        """
+        # A resumed run fires the usage's start event again: keep the states just loaded for it.
+        loaded, self._loaded = self._loaded, False
+        if not (loaded and _resumes_inside_usage(engine)):
+            self.reset()
+
     def iteration_completed(self, engine: Engine) -> None:
-        # Ignite's own version maps dicts through ``required_output_keys``; here they are kwargs.
+        """Feed ``output_transform(engine.state.output)`` to the metric, through :meth:`update`.
+
+        Unlike Ignite's metrics, no ``(y_pred, y)`` pair is expected and no keys are selected
+        from a dict: a mapping becomes keyword arguments.
+
+        Args:
+            engine: the engine whose iteration completed.
+
+        Raises:
+            TypeError: as :meth:`update`.
+
+        Example:
+            >>> import torch
+            >>> from ignite.engine import Engine
+            >>> from vaekit.handlers import TorchMetricsAdapter
+            >>> from vaekit.metrics import ActiveUnits
+            >>> engine = Engine(lambda engine, batch: batch)
+            >>> engine.state.output = torch.tensor([[0.0, 1.0], [2.0, 1.0]])
+            >>> adapter = TorchMetricsAdapter(ActiveUnits())
+            >>> adapter.iteration_completed(engine)
+            >>> adapter.compute()  # variances 1 and 0
+            tensor(1)
+        """
         self.update(self._output_transform(engine.state.output))
+
+    def completed(self, engine: Engine, name: str) -> None:
+        """Put the result into ``engine.state.metrics[name]``, as Ignite stores its own.
+
+        A 0-dimensional tensor becomes a Python number (``float``, or ``int`` for a count),
+        another tensor is moved to the CPU, and a mapping (a collection's results) is stored
+        under ``name`` and also key by key.
+
+        Args:
+            engine: the engine whose usage completed.
+            name: the key under ``engine.state.metrics``.
+
+        Example:
+            >>> import torch
+            >>> from ignite.engine import Engine
+            >>> from vaekit.handlers import TorchMetricsAdapter
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> engine = Engine(lambda engine, batch: batch)
+            >>> adapter = TorchMetricsAdapter(ReconKLRatio())
+            >>> adapter.update((torch.tensor(9.0), torch.tensor(3.0)))
+            >>> adapter.completed(engine, "ratio")
+            >>> engine.state.metrics
+            {'ratio': 3.0}
+        """
+        super().completed(engine, name)
+
+    def attach(self, engine: Engine, name: str, usage: str | MetricUsage = "epoch_wise") -> None:
+        """Run the metric on ``engine``: :meth:`started`, :meth:`iteration_completed` and
+        :meth:`completed` on the events of ``usage``.
+
+        Args:
+            engine: the engine to attach to.
+            name: the key of the result under ``engine.state.metrics``.
+            usage: ``"epoch_wise"`` (the default: reset each epoch), ``"batch_wise"``,
+                ``"running_epoch_wise"``, ``"running_batch_wise"`` or a
+                :class:`~ignite.metrics.metric.MetricUsage`.
+
+        Raises:
+            ValueError: if ``usage`` is a string of none of these.
+
+        Example:
+            >>> import torch
+            >>> from ignite.engine import Engine
+            >>> from vaekit.handlers import TorchMetricsAdapter
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> engine = Engine(lambda engine, batch: batch)
+            >>> TorchMetricsAdapter(ReconKLRatio()).attach(engine, "ratio", usage="batch_wise")
+            >>> batches = [(torch.tensor(4.0), torch.tensor(2.0)),
+            ...            (torch.tensor(9.0), torch.tensor(1.0))]
+            >>> engine.run(batches).metrics["ratio"]  # the last batch's
+            9.0
+        """
+        super().attach(engine, name, usage)
+
+    def detach(self, engine: Engine, usage: str | MetricUsage = "epoch_wise") -> None:
+        """Stop running the metric on ``engine`` for ``usage``: undo :meth:`attach`.
+
+        Args:
+            engine: the engine to detach from.
+            usage: the usage it was attached with.
+
+        Example:
+            >>> from ignite.engine import Engine
+            >>> from vaekit.handlers import TorchMetricsAdapter
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> engine = Engine(lambda engine, batch: batch)
+            >>> adapter = TorchMetricsAdapter(ReconKLRatio())
+            >>> adapter.attach(engine, "ratio")
+            >>> adapter.detach(engine)
+            >>> adapter.is_attached(engine)
+            False
+        """
+        super().detach(engine, usage)
+
+    def is_attached(self, engine: Engine, usage: str | MetricUsage = "epoch_wise") -> bool:
+        """Whether the metric runs on ``engine`` for ``usage``.
+
+        Args:
+            engine: the engine to look at.
+            usage: the usage to look for.
+
+        Returns:
+            ``True`` if :meth:`attach` attached it with ``usage`` and it was not detached since.
+
+        Example:
+            >>> from ignite.engine import Engine
+            >>> from vaekit.handlers import TorchMetricsAdapter
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> engine = Engine(lambda engine, batch: batch)
+            >>> adapter = TorchMetricsAdapter(ReconKLRatio())
+            >>> adapter.attach(engine, "ratio")
+            >>> adapter.is_attached(engine), adapter.is_attached(engine, usage="batch_wise")
+            (True, False)
+        """
+        return bool(super().is_attached(engine, usage))
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        """Return the states of the metric on every process, for an Ignite ``Checkpoint``.
+
+        Each process contributes its own, unsynced states (the metric's and those of every
+        metric in it), as CPU tensors, lists and Python values, under one key and in rank
+        order, as Ignite's metrics do; under torch.distributed every process must call this.
+        The result loads with ``torch.load(..., weights_only=True)``.
+
+        Returns:
+            ``{"__metric_state_per_rank": [part of process 0, part of process 1, ...]}``.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.handlers import TorchMetricsAdapter
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> adapter = TorchMetricsAdapter(ReconKLRatio())
+            >>> adapter.update((torch.tensor(4.0), torch.tensor(2.0)))
+            >>> (part,) = adapter.state_dict()["__metric_state_per_rank"]  # one process
+            >>> part["metrics"][""]["update_count"], part["metrics"][""]["states"]["recon_sum"]
+            (1, tensor(4., dtype=torch.float64))
+        """
+        part = _metric_state.save(self.metric)
+        if idist.get_world_size() > 1:
+            return OrderedDict([(_metric_state.PER_RANK, idist.all_gather(part))])
+        return OrderedDict([(_metric_state.PER_RANK, [part])])
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load this process's part of a :meth:`state_dict` into the metric.
+
+        Every state is checked before anything changes; the states are copied onto the device
+        and dtype of the metric's states, and the update counts restored. If the run then
+        resumes part-way through the usage, :meth:`started` keeps them.
+
+        Args:
+            state_dict: what :meth:`state_dict` returned, from as many processes as now run.
+
+        Raises:
+            TypeError: if ``state_dict`` is not a mapping.
+            ValueError: if it was saved from another metric (other classes, collection keys or
+                state names), holds states of another shape or kind of dtype, or holds the parts
+                of another number of processes; nothing is loaded then.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.handlers import TorchMetricsAdapter
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> saved = TorchMetricsAdapter(ReconKLRatio())
+            >>> saved.update((torch.tensor(4.0), torch.tensor(2.0)))
+            >>> restored = TorchMetricsAdapter(ReconKLRatio())
+            >>> restored.load_state_dict(saved.state_dict())
+            >>> restored.compute(), restored.metric.update_count
+            (tensor(2.), 1)
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"Argument state_dict should be a mapping, but given {type(state_dict).__name__}"
+            )
+        parts = state_dict.get(_metric_state.PER_RANK)
+        if (
+            set(state_dict) != {_metric_state.PER_RANK}
+            or not isinstance(parts, Sequence)
+            or isinstance(parts, str)
+        ):
+            raise ValueError(
+                "Argument state_dict should be a TorchMetricsAdapter.state_dict(), "
+                f"but given {_metric_state.summary(state_dict)}"
+            )
+        world_size = idist.get_world_size()
+        if len(parts) != world_size:
+            raise ValueError(
+                f"Argument state_dict should hold the states of {world_size} processes, one "
+                f"per process as now, but given those of {len(parts)}"
+            )
+        _metric_state.load(self.metric, parts[idist.get_rank()])
+        self._loaded = True
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.metric!r})"

@@ -1,39 +1,163 @@
-"""What every vaekit metric shares: a merge_state that refreshes the cached result."""
+"""What every vaekit metric shares: float64 sums that keep their dtype, results in the metric's
+dtype, a merge_state that refreshes the cached result, a sync that makes the states summable
+first, and plot."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
+from torch.nn import Module
 from torchmetrics import Metric
+from torchmetrics.utilities.distributed import gather_all_tensors
+from torchmetrics.utilities.plot import plot_single_or_multi_val
+
+from vaekit._private import (
+    torchmetrics_defaults,
+    torchmetrics_drop_computed,
+    torchmetrics_set_update_count,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__: list[str] = []
 
+SyncFn = Callable[..., list[Tensor]]
+
 
 class _SumStateMetric(Metric):
-    """A torchmetrics metric whose states are sums, with torchmetrics 1.9's merge_state fixed.
+    """A torchmetrics metric whose states are sums, with the behaviour all vaekit metrics share.
 
-    torchmetrics 1.9.0's ``merge_state`` adds the incoming states but keeps the result cached by an
-    earlier ``compute()``, so the next ``compute()`` returns the value from before the merge. Here
-    the cache is dropped after every merge. A merged metric also counts the incoming updates (a
-    dict counts as one), so that a metric built only from merged states computes without
-    torchmetrics' "compute before update" warning.
+    - The states keep the dtypes they are registered with, float64 sums and int64 counts,
+      through ``set_dtype``, ``.to(dtype)``, ``.half()`` and the like; ``compute()`` returns a
+      floating-point result in the metric's ``dtype``: torchmetrics' default (float32), or what
+      ``set_dtype`` set.
+    - ``merge_state`` drops the result cached by an earlier ``compute()`` and counts the merged
+      updates.
+    - ``sync`` gathers the states that :meth:`_sync_replacements` gives in place of the local
+      ones, so that a metric can first make its states summable across processes.
+    - One ``plot`` for all.
     """
 
     is_differentiable = False
     full_state_update = False
 
+    def _result(self, value: Tensor) -> Tensor:
+        """``value``, if floating point, in the metric's dtype (the sums stay float64)."""
+        return value.to(self.dtype) if value.is_floating_point() else value
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], exclude_state: Sequence[str] = "") -> Module:
+        """Move the states with the metric, each in the dtype it was registered with.
+
+        torchmetrics' ``set_dtype`` (and ``.to(dtype)``) would cast every state to the new dtype:
+        a float64 sum loses the digits it is there to keep, a count becomes a float. So the states
+        are left out of torchmetrics' conversion, and each takes what ``fn`` does to a tensor of its
+        own dtype (a move to another device) unless ``fn`` would change that dtype. The metric's
+        ``dtype``, which ``compute()`` returns, still follows torchmetrics; when it changes, the
+        result cached by ``compute()`` is dropped, so that the next one is computed from the sums
+        in the new dtype rather than cast from the old one.
+        """
+        dtype = self.dtype
+        own = [name for name in self.metric_state if name not in exclude_state]
+        this = super()._apply(fn, exclude_state=[*exclude_state, *own])
+        for name in own:
+            value = getattr(this, name)
+            if isinstance(value, Tensor):
+                setattr(this, name, _keeping_dtype(fn, value))
+            else:  # a list state
+                setattr(this, name, [_keeping_dtype(fn, item) for item in value])
+        if self.dtype != dtype:
+            torchmetrics_drop_computed(self)
+        return this
+
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Add the states of another metric of this class, or a dict of states, to this metric's.
+
+        As torchmetrics' ``merge_state``; besides, the result cached by an earlier ``compute()``
+        is dropped (torchmetrics 1.9.0 keeps it, so that the next ``compute()`` returned the value
+        from before the merge), and the incoming updates are counted (a dict as one), so that a
+        metric built only from merged states computes without torchmetrics' "compute before
+        update" warning.
+
+        Args:
+            incoming_state: a metric of this class, or a dict like its ``metric_state``.
+
+        Raises:
+            ValueError: if ``incoming_state`` is a metric of another class or a dict without this
+                metric's states, or holds sums of another latent shape.
+            RuntimeError: if the metric syncs on every step (``dist_sync_on_step=True``), as
+                torchmetrics' does.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> a, b = ReconKLRatio(), ReconKLRatio()
+            >>> a.update(torch.tensor(30.0), torch.tensor(3.0))
+            >>> b.update(torch.tensor(10.0), torch.tensor(1.0))
+            >>> a.merge_state(b)
+            >>> a.compute(), a.update_count
+            (tensor(10.), 2)
+        """
         count = incoming_state.update_count if isinstance(incoming_state, Metric) else 1
         super().merge_state(self._aligned(incoming_state))
-        self._computed = None
-        self._update_count += count
+        torchmetrics_drop_computed(self)
+        torchmetrics_set_update_count(self, self.update_count + count)
 
     def _aligned(self, incoming_state: dict[str, Any] | Metric) -> dict[str, Any] | Metric:
         """Return ``incoming_state`` made summable with this metric's states."""
         return incoming_state
+
+    def sync(
+        self,
+        dist_sync_fn: SyncFn | None = None,
+        process_group: Any | None = None,
+        should_sync: bool = True,
+        distributed_available: Callable[[], bool] | None = None,
+    ) -> None:
+        """Sum the states across processes, as torchmetrics' ``sync``, once they are summable.
+
+        torchmetrics calls this from ``compute()`` and ``sync_context``, and ``unsync`` restores
+        the local states afterwards. Before the first state is gathered, the processes agree on
+        what each should contribute: every process takes part in the same collectives, through
+        ``dist_sync_fn`` (torchmetrics' ``gather_all_tensors`` by default), whether or not it has
+        seen a sample.
+
+        Args:
+            dist_sync_fn: the all-gather to sync with; ``None`` for torchmetrics'.
+            process_group: the group to sync over; ``None`` for the metric's.
+            should_sync: whether to sync at all.
+            distributed_available: says whether processes are running; ``None`` for the metric's
+                ``distributed_available_fn``.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.metrics import KLPerDimension
+            >>> kl = KLPerDimension()
+            >>> kl.update(torch.zeros(2, 3), torch.zeros(2, 3))
+            >>> kl.sync()  # one process: nothing to do
+            >>> kl.kl_sum
+            tensor([0., 0., 0.], dtype=torch.float64)
+        """
+        sync_fn = _SubstitutingSyncFn(self, dist_sync_fn or gather_all_tensors)
+        super().sync(
+            dist_sync_fn=sync_fn,
+            process_group=process_group,
+            should_sync=should_sync,
+            distributed_available=distributed_available,
+        )
+        sync_fn.check()
+
+    def _sync_replacements(self, gather: SyncFn, group: Any) -> dict[str, Tensor]:
+        """The states this process gathers in place of its own, by name (none: its own).
+
+        Called once per sync on every process, before the first state is gathered; whatever it
+        gathers itself through ``gather`` and ``group``, every process must gather alike.
+        """
+        return {}
 
     def _state_shape_problem(self, states: Mapping[str, Any], where: str) -> str | None:
         """Why saved ``states`` cannot be this metric's by their shapes, or None.
@@ -42,10 +166,97 @@ class _SumStateMetric(Metric):
         """
         return _default_shape_problem(self, states, where)
 
+    def _plot_values(self, val: Tensor | Sequence[Tensor]) -> Tensor | Sequence[Tensor]:
+        """The values ``plot`` draws for ``val``: the results as they are."""
+        return val
+
+    def plot(
+        self, val: Tensor | Sequence[Tensor] | None = None, ax: Axes | None = None
+    ) -> tuple[Figure | None, Axes]:
+        """Plot a result, or a sequence of results as a curve over steps.
+
+        A scalar result (a ratio, a count) is drawn as a point, and a sequence of them as one
+        curve; a latent-shaped result (the KL of each element) gives one value per element of
+        the flattened latent, and a sequence of them one curve per element.
+
+        Args:
+            val: a result of ``forward`` or ``compute``, or a sequence of them; ``None``
+                computes the result.
+            ax: a matplotlib axis to draw on; ``None`` draws on a new figure.
+
+        Returns:
+            The figure (``None`` when ``ax`` is given) and the axis.
+
+        Raises:
+            ModuleNotFoundError: if matplotlib is not installed.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> ratio = ReconKLRatio()
+            >>> values = [ratio(torch.rand(8) * 50, torch.rand(8) + 0.5) for _ in range(5)]
+            >>> fig, ax = ratio.plot(values)
+            >>> len(ax.lines)  # one curve over the five steps
+            1
+        """
+        fig, axis = plot_single_or_multi_val(
+            self._plot_values(self.compute() if val is None else val),
+            ax=ax,
+            higher_is_better=self.higher_is_better,
+            lower_bound=self.plot_lower_bound,
+            upper_bound=self.plot_upper_bound,
+            legend_name=self.plot_legend_name,
+            name=type(self).__name__,
+        )
+        return fig, cast("Axes", axis)  # one axis: a single result or one series
+
+
+def _keeping_dtype(fn: Callable[[Tensor], Tensor], value: Tensor) -> Tensor:
+    """``fn(value)`` if ``fn`` keeps the dtype of ``value``, else ``value`` on ``fn``'s device."""
+    probe = fn(value.new_empty(0))
+    return fn(value) if probe.dtype == value.dtype else value.to(probe.device)
+
+
+class _SubstitutingSyncFn:
+    """A ``dist_sync_fn`` that gathers, for each state, what ``metric._sync_replacements`` gives.
+
+    torchmetrics passes each tensor state itself to the ``dist_sync_fn`` (a list state as a new
+    tensor of its items, which is gathered as it is); the first call asks the metric for its
+    replacements (the processes' agreement runs then, on every process alike).
+    """
+
+    def __init__(self, metric: _SumStateMetric, gather: SyncFn) -> None:
+        self.metric, self.gather = metric, gather
+        self.replacements: dict[int, Tensor] | None = None  # by id of the state replaced
+        self.names: dict[int, str] = {}
+        self.unused: set[str] = set()
+
+    def __call__(self, tensor: Tensor, group: Any = None) -> list[Tensor]:
+        if self.replacements is None:
+            given = self.metric._sync_replacements(self.gather, group)
+            states = self.metric.metric_state
+            self.replacements = {id(states[name]): value for name, value in given.items()}
+            self.unused = set(given)
+            self.names = {id(states[name]): name for name in given}
+        name = self.names.get(id(tensor))
+        if name is None:
+            return self.gather(tensor, group=group)
+        self.unused.discard(name)
+        return self.gather(self.replacements[id(tensor)], group=group)
+
+    def check(self) -> None:
+        """Raise RuntimeError if a replaced state was never gathered: torchmetrics then passed
+        copies of the states, which a torchmetrics release that syncs otherwise would do."""
+        if self.unused:
+            raise RuntimeError(
+                f"{type(self.metric).__name__}.sync expected torchmetrics to gather the metric's "
+                f"states themselves, but the states {sorted(self.unused)} were not gathered"
+            )
+
 
 def _default_shape_problem(metric: Metric, states: Mapping[str, Any], where: str) -> str | None:
     """The error message if a saved tensor state of ``metric`` lacks its default's shape."""
-    for name, default in metric._defaults.items():
+    for name, default in torchmetrics_defaults(metric).items():
         saved = states.get(name)
         if not (isinstance(default, Tensor) and isinstance(saved, Tensor)):
             continue

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities.distributed import gather_all_tensors
-from torchmetrics.utilities.imports import _MATPLOTLIB_AVAILABLE
-from torchmetrics.utilities.plot import _AX_TYPE, _PLOT_OUT_TYPE
 
 from vaekit._checks import check_non_negative, check_tensor
 from vaekit.functional.monitors import (
@@ -22,6 +19,7 @@ from vaekit.functional.monitors import (
     _check_batched,
 )
 from vaekit.metrics._base import (
+    SyncFn,
     _agree_latent_shape,
     _check_device,
     _check_latent_shape,
@@ -33,9 +31,6 @@ from vaekit.metrics._base import (
 __all__ = ["ActiveUnits"]
 
 _NAN_STRATEGIES = ("warn", "ignore", "error")
-
-if not _MATPLOTLIB_AVAILABLE:  # pragma: no cover - matplotlib ships with the demo extra
-    __doctest_skip__ = ["ActiveUnits.plot"]
 
 
 class ActiveUnits(_SumStateMetric):
@@ -66,14 +61,14 @@ class ActiveUnits(_SumStateMetric):
     of the first batch since creation or :meth:`reset`, close to the mean of all data. Sums
     about two shifts are combined by moving one set to the other shift, :math:`S_1 + n\delta`
     and :math:`S_2 + 2\delta S_1 + n\delta^2`, exact algebra on small numbers: ``forward``
-    moves the batch's sums to the shift of the sums before it, ``merge_state`` moves the
-    incoming sums to this metric's shift, and
-    before the states are summed across processes every process moves its sums to the shift of
-    the first process that has one (process 0 unless it has seen no sample), so every process
-    sums identical terms and gets the identical result (the shift state is then reduced with
-    ``max`` over equal copies). A process that has seen no sample (an uneven last shard) takes
-    part in the same collectives and adds zero sums; when no process has seen one, a distributed
-    ``compute()`` returns 0 as it does before any update.
+    takes the batch's sums about the shift of the sums before it, ``merge_state`` moves the
+    incoming sums to this metric's shift, and ``sync`` has every process gather its sums moved
+    to the shift of the first process that has one (process 0 unless it has seen no sample), so
+    every process sums identical terms and gets the identical result (the shift state is then
+    reduced with ``max`` over equal copies); each keeps its own sums afterwards. A process that
+    has seen no sample (an uneven last shard) takes part in the same collectives and adds zero
+    sums; when no process has seen one, a distributed ``compute()`` returns 0 as it does before
+    any update.
 
     ``update(mu)`` takes the posterior mean of shape ``(B, *latent)``; the first update fixes
     ``latent`` for the lifetime of the metric. Inputs are detached. Before any update,
@@ -149,6 +144,7 @@ class ActiveUnits(_SumStateMetric):
         self.add_state("sum_mu_sq", default=torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
         # -inf marks "no shift yet"; "max" keeps the one shift all copies share once one is set.
         self.add_state("shift", default=torch.tensor(-math.inf, dtype=f64), dist_reduce_fx="max")
+        self._forward_shift: Tensor | None = None  # the accumulated sums' shift, during forward
 
     def _has_shift(self) -> bool:
         return self.shift.dim() > 0 or bool(torch.isfinite(self.shift))
@@ -156,10 +152,10 @@ class ActiveUnits(_SumStateMetric):
     def update(self, mu: Tensor) -> None:
         """Add a batch of posterior means of shape ``(B, *latent)``."""
         mu = self._checked(mu)
-        has_shift = self._has_shift()
-        if not has_shift and mu.shape[0] == 0:
+        shift = self.shift if self._has_shift() else self._forward_shift
+        if shift is None and mu.shape[0] == 0:
             return
-        sum_mu, sum_mu_sq, n, shift = _active_units_update(mu, self.shift if has_shift else None)
+        sum_mu, sum_mu_sq, n, shift = _active_units_update(mu, shift)
         self.shift = shift
         self.sum_mu = self.sum_mu + sum_mu
         self.sum_mu_sq = self.sum_mu_sq + sum_mu_sq
@@ -169,9 +165,16 @@ class ActiveUnits(_SumStateMetric):
         """Add a batch and return the count over that batch alone, as torchmetrics' forward.
 
         The batch is checked before torchmetrics swaps the accumulated states out: a refused
-        batch leaves them as they were.
+        batch leaves them as they were. torchmetrics then updates a reset metric with the batch
+        and adds its sums to the accumulated ones; the batch's sums are taken about the
+        accumulated sums' shift, so that the two add term by term.
         """
-        return super().forward(self._checked(*args, **kwargs))
+        mu = self._checked(*args, **kwargs)
+        self._forward_shift = self.shift if self._has_shift() else None
+        try:
+            return super().forward(mu)
+        finally:
+            self._forward_shift = None
 
     def _checked(self, mu: Tensor) -> Tensor:
         """``mu`` checked against this metric, without its samples that are not finite."""
@@ -201,24 +204,6 @@ class ActiveUnits(_SumStateMetric):
     def compute(self) -> Tensor:
         """Return the number of active latent elements, an int64 scalar."""
         return _active_units_compute(self.sum_mu, self.sum_mu_sq, self.total, self.threshold)
-
-    def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
-        """Add ``incoming_state`` to this metric's states, both first moved to one shift.
-
-        torchmetrics calls this from ``forward``, with the states from before the batch (this
-        metric then holds the batch's, about the batch's own mean), and from ``merge_state``.
-        """
-        state = dict(incoming_state)
-        if not bool(state["total"] > 0):  # zero sums: about any shift
-            state["shift"] = self.shift
-        elif not bool(self.total > 0):  # this metric's sums are zero
-            self.shift = state["shift"]
-        else:
-            self.sum_mu, self.sum_mu_sq = _active_units_rebase(
-                self.sum_mu, self.sum_mu_sq, self.total, self.shift - state["shift"]
-            )
-            self.shift = state["shift"]
-        super()._reduce_states(state)
 
     def _state_shape_problem(self, states: Mapping[str, Any], where: str) -> str | None:
         problem = _scalar_problem(states, "total", where)
@@ -259,51 +244,22 @@ class ActiveUnits(_SumStateMetric):
         state["shift"] = self.shift
         return state
 
-    def _sync_dist(
-        self,
-        dist_sync_fn: Callable[..., list[Tensor]] = gather_all_tensors,
-        process_group: Any | None = None,
-    ) -> None:
-        """Move this process's sums to a shift common to all, then sum them as torchmetrics does.
+    def _sync_replacements(self, gather: SyncFn, group: Any) -> dict[str, Tensor]:
+        """Sums about the shift of the first process that has one, and that shift.
 
-        torchmetrics calls this from ``sync``, after caching the local states that ``unsync``
-        restores; a process with no sample since its creation or last reset takes zero sums of
-        the agreed latent shape.
+        A process with no sample since its creation or last reset gathers zero sums of the
+        agreed latent shape.
         """
-        group = process_group or self.process_group
         local = tuple(self.shift.shape) if self._has_shift() else None
-        agreed = _agree_latent_shape(local, dist_sync_fn, group, self.total.device)
-        if agreed is not None:
-            latent, first = agreed
-            if self.sum_mu.shape != latent:  # none since creation or reset: 0-dim zeros
-                self.sum_mu = self.sum_mu.new_zeros(latent)
-                self.sum_mu_sq = self.sum_mu_sq.new_zeros(latent)
-            if local is None:
-                self.shift = self.shift.new_zeros(latent)  # any shift: its sums are zero
-            common = dist_sync_fn(self.shift, group=group)[first].to(self.shift)
-            self.sum_mu, self.sum_mu_sq = _active_units_rebase(
-                self.sum_mu, self.sum_mu_sq, self.total, self.shift - common
-            )
-            self.shift = common
-        super()._sync_dist(dist_sync_fn, process_group)
-
-    def plot(
-        self, val: Tensor | Sequence[Tensor] | None = None, ax: _AX_TYPE | None = None
-    ) -> _PLOT_OUT_TYPE:
-        """Plot one count, or a sequence of counts as a curve over steps.
-
-        Args:
-            val: a result of ``forward``/``compute`` or a sequence of them; ``None`` computes.
-            ax: a matplotlib axis to draw on.
-
-        Returns:
-            The figure (``None`` when ``ax`` is given) and the axis.
-
-        Example:
-            >>> import torch
-            >>> from vaekit.metrics import ActiveUnits
-            >>> au = ActiveUnits()
-            >>> values = [au(torch.randn(16, 8) * torch.linspace(0, 1, 8)) for _ in range(5)]
-            >>> fig, ax = au.plot(values)
-        """
-        return self._plot(val, ax)
+        agreed = _agree_latent_shape(local, gather, group, self.total.device)
+        if agreed is None:
+            return {}
+        latent, first = agreed
+        sum_mu, sum_mu_sq, shift = self.sum_mu, self.sum_mu_sq, self.shift
+        if sum_mu.shape != latent:  # none since creation or reset: 0-dim zeros
+            sum_mu, sum_mu_sq = sum_mu.new_zeros(latent), sum_mu_sq.new_zeros(latent)
+        if local is None:
+            shift = shift.new_zeros(latent)  # any shift: its sums are zero
+        common = gather(shift, group=group)[first].to(shift)
+        sum_mu, sum_mu_sq = _active_units_rebase(sum_mu, sum_mu_sq, self.total, shift - common)
+        return {"sum_mu": sum_mu, "sum_mu_sq": sum_mu_sq, "shift": common}

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities.distributed import gather_all_tensors
-from torchmetrics.utilities.imports import _MATPLOTLIB_AVAILABLE
-from torchmetrics.utilities.plot import _AX_TYPE, _PLOT_OUT_TYPE
 
 from vaekit._checks import check_same_shape, check_tensor
 from vaekit.functional.monitors import (
@@ -19,6 +16,7 @@ from vaekit.functional.monitors import (
     _kl_per_dimension_update,
 )
 from vaekit.metrics._base import (
+    SyncFn,
     _agree_latent_shape,
     _check_device,
     _check_latent_shape,
@@ -27,9 +25,6 @@ from vaekit.metrics._base import (
 )
 
 __all__ = ["KLPerDimension"]
-
-if not _MATPLOTLIB_AVAILABLE:  # pragma: no cover - matplotlib ships with the demo extra
-    __doctest_skip__ = ["KLPerDimension.plot"]
 
 
 class KLPerDimension(_SumStateMetric):
@@ -47,11 +42,12 @@ class KLPerDimension(_SumStateMetric):
 
     ``update(mu, log_var)`` takes the posterior mean and log-variance, both of shape
     ``(B, *latent)``; the first update fixes ``latent`` for the lifetime of the metric. Inputs
-    are detached; the sums are float64. ``compute()`` returns a float64 tensor of shape
-    ``latent``; before any update, torchmetrics warns and the result is NaN. Across processes, one
-    that has seen no sample (an uneven last shard) takes part in the same collectives and adds
-    zeros of the latent shape of the others; when no process has seen one, a distributed
-    ``compute()`` returns NaN as it does before any update.
+    are detached; the sums are float64. ``compute()`` returns a tensor of shape ``latent`` in
+    the metric's dtype (float32, or float64 after ``set_dtype(torch.float64)``); before any
+    update, torchmetrics warns and the result is NaN. Across processes, one that has seen no
+    sample (an uneven last shard) takes part in the same collectives and adds zeros of the
+    latent shape of the others; when no process has seen one, a distributed ``compute()``
+    returns NaN as it does before any update.
 
     Args:
         kwargs: torchmetrics' metric keyword arguments (``dist_sync_on_step``,
@@ -71,7 +67,7 @@ class KLPerDimension(_SumStateMetric):
         >>> kl.update(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 0.0]]))
         >>> kl.update(torch.tensor([[0.0, 3.0]]), torch.tensor([[0.0, 0.0]]))
         >>> kl.compute()  # (0.5 * 1 + 0.5 * 9) / 2 for the second element
-        tensor([0.0000, 2.5000], dtype=torch.float64)
+        tensor([0.0000, 2.5000])
     """
 
     higher_is_better = None
@@ -145,47 +141,20 @@ class KLPerDimension(_SumStateMetric):
         return _scalar_problem(states, "total", where)  # kl_sum has the latent shape
 
     def compute(self) -> Tensor:
-        """Return the mean KL of each latent element, of shape ``latent``."""
-        return _kl_per_dimension_compute(self.kl_sum, self.total)
+        """Return the mean KL of each latent element, of shape ``latent``, in the metric's dtype."""
+        return self._result(_kl_per_dimension_compute(self.kl_sum, self.total))
 
-    def _sync_dist(
-        self,
-        dist_sync_fn: Callable[..., list[Tensor]] = gather_all_tensors,
-        process_group: Any | None = None,
-    ) -> None:
-        """Give a process that has seen no sample zero sums of the common shape, then sync.
+    def _sync_replacements(self, gather: SyncFn, group: Any) -> dict[str, Tensor]:
+        """Zero sums of the common latent shape for a process that has seen no sample.
 
-        torchmetrics calls this from ``sync``, after caching the local states that ``unsync``
-        restores. A process with no sample since its creation or last reset holds a 0-dim sum;
-        summed as it is, it would meet the latent-shaped sums of the others in mismatched
-        collectives.
+        Such a process holds a 0-dim sum since its creation or last reset; gathered as it is, it
+        would meet the latent-shaped sums of the others in mismatched collectives.
         """
-        group = process_group or self.process_group
-        agreed = _agree_latent_shape(self._shape, dist_sync_fn, group, self.total.device)
+        agreed = _agree_latent_shape(self._shape, gather, group, self.total.device)
         if agreed is not None and self.kl_sum.shape != agreed[0]:  # no sample since reset
-            self.kl_sum = self.kl_sum.new_zeros(agreed[0])
-        super()._sync_dist(dist_sync_fn, process_group)
+            return {"kl_sum": self.kl_sum.new_zeros(agreed[0])}
+        return {}
 
-    def plot(
-        self, val: Tensor | Sequence[Tensor] | None = None, ax: _AX_TYPE | None = None
-    ) -> _PLOT_OUT_TYPE:
-        """Plot the KL of each (flattened) latent element, or its evolution over steps.
-
-        Args:
-            val: a result of ``forward``/``compute`` or a sequence of them; ``None`` computes.
-            ax: a matplotlib axis to draw on.
-
-        Returns:
-            The figure (``None`` when ``ax`` is given) and the axis.
-
-        Example:
-            >>> import torch
-            >>> from vaekit.metrics import KLPerDimension
-            >>> kl = KLPerDimension()
-            >>> values = [kl(torch.randn(16, 4), torch.randn(16, 4)) for _ in range(3)]
-            >>> fig, ax = kl.plot(values)
-        """
-        if val is None:
-            val = self.compute()
-        flat = val.flatten() if isinstance(val, Tensor) else [v.flatten() for v in val]
-        return self._plot(flat, ax)
+    def _plot_values(self, val: Tensor | Sequence[Tensor]) -> Tensor | Sequence[Tensor]:
+        """The results flattened: one value per latent element."""
+        return val.flatten() if isinstance(val, Tensor) else [v.flatten() for v in val]

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics.utilities.imports import _MATPLOTLIB_AVAILABLE
-from torchmetrics.utilities.plot import _AX_TYPE, _PLOT_OUT_TYPE
 
 from vaekit._checks import check_same_shape, check_tensor
 from vaekit.functional.monitors import _recon_kl_ratio_compute, _recon_kl_ratio_update
-from vaekit.metrics._base import _check_device, _SumStateMetric
+from vaekit.metrics._base import _check_device, _scalar_problem, _SumStateMetric
 
 __all__ = ["ReconKLRatio"]
-
-if not _MATPLOTLIB_AVAILABLE:  # pragma: no cover - matplotlib ships with the demo extra
-    __doctest_skip__ = ["ReconKLRatio.plot"]
 
 
 class ReconKLRatio(_SumStateMetric):
@@ -48,13 +43,15 @@ class ReconKLRatio(_SumStateMetric):
         >>> from vaekit.metrics import ReconKLRatio
         >>> ratio = ReconKLRatio()
         >>> ratio(torch.tensor([30.0, 50.0]), torch.tensor([2.0, 6.0]))  # this batch
-        tensor(10., dtype=torch.float64)
+        tensor(10.)
         >>> ratio.update(torch.tensor(20.0), torch.tensor(2.0))
         >>> ratio.compute()  # (30 + 50 + 20) / (2 + 6 + 2)
-        tensor(10., dtype=torch.float64)
+        tensor(10.)
         >>> ratio.update(torch.tensor(10.0), torch.tensor(0.0))
         >>> ratio.compute()  # 110 / 10: a ratio of sums, not the mean of 10, 10 and inf
-        tensor(11., dtype=torch.float64)
+        tensor(11.)
+        >>> ratio.set_dtype(torch.float64).compute(), ratio.kl_sum.dtype
+        (tensor(11., dtype=torch.float64), torch.float64)
     """
 
     higher_is_better = None
@@ -95,26 +92,10 @@ class ReconKLRatio(_SumStateMetric):
         _check_device("kl", kl, self.device)
 
     def compute(self) -> Tensor:
-        """Return the summed reconstruction loss over the summed KL."""
-        return _recon_kl_ratio_compute(self.recon_sum, self.kl_sum)
+        """Return the summed reconstruction loss over the summed KL, in the metric's dtype."""
+        return self._result(_recon_kl_ratio_compute(self.recon_sum, self.kl_sum))
 
-    def plot(
-        self, val: Tensor | Sequence[Tensor] | None = None, ax: _AX_TYPE | None = None
-    ) -> _PLOT_OUT_TYPE:
-        """Plot one value, or a sequence of values as a curve over steps.
-
-        Args:
-            val: a result of ``forward``/``compute`` or a sequence of them; ``None`` computes.
-            ax: a matplotlib axis to draw on.
-
-        Returns:
-            The figure (``None`` when ``ax`` is given) and the axis.
-
-        Example:
-            >>> import torch
-            >>> from vaekit.metrics import ReconKLRatio
-            >>> ratio = ReconKLRatio()
-            >>> values = [ratio(torch.rand(8) * 50, torch.rand(8) + 0.5) for _ in range(5)]
-            >>> fig, ax = ratio.plot(values)
-        """
-        return self._plot(val, ax)
+    def _state_shape_problem(self, states: Mapping[str, Any], where: str) -> str | None:
+        return _scalar_problem(states, "recon_sum", where) or _scalar_problem(
+            states, "kl_sum", where
+        )
