@@ -7,7 +7,13 @@ extra; importing :mod:`vaekit` imports none of them.
 
 from vaekit import functional, schedules
 from vaekit.functional.loss import VAELossOutput, convert_beta
-from vaekit.nn import GaussianReparam, GaussianSample, KLDivergenceNormal, VAELoss
+from vaekit.nn import (
+    GaussianReparam,
+    GaussianSample,
+    KLDivergenceNormal,
+    LearnedVariance,
+    VAELoss,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -15,6 +21,7 @@ __all__ = [
     "GaussianReparam",
     "GaussianSample",
     "KLDivergenceNormal",
+    "LearnedVariance",
     "VAELoss",
     "VAELossOutput",
     "__version__",

@@ -404,7 +404,8 @@ def test_unknown_recon_and_reduction_list_the_choices():
     with pytest.raises(
         ValueError,
         match=r"Argument recon should be one of 'mse', 'l1', 'bce', 'bce_with_logits', "
-        r"'gaussian' or a callable, but given 'ce'",
+        r"'gaussian', 'discretized_gaussian', 'discretized_logistic' or a callable, but given "
+        r"'ce'",
     ):
         vae_loss(x_hat, x, mu, log_var, recon="ce")
     for bad in ("none", ("mean",), ("mean", "avg"), ["mean", "sum"]):
@@ -448,8 +449,9 @@ def test_recon_var_errors():
     x_hat, x, mu, log_var = inputs()
     with pytest.raises(
         ValueError,
-        match=r"Argument recon_var should be None unless recon='gaussian', but given "
-        r"recon_var=2.0 with recon='mse'",
+        match=r"Argument recon_var should be None unless recon is one of 'gaussian', "
+        r"'discretized_gaussian', 'discretized_logistic', but given recon_var=2.0 with "
+        r"recon='mse'",
     ):
         vae_loss(x_hat, x, mu, log_var, recon_var=2.0)
     with pytest.raises(
@@ -458,8 +460,14 @@ def test_recon_var_errors():
         vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=0.0)
     with pytest.raises(ValueError, match=r"Argument recon_var should be a finite number > 0"):
         vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=-1.0)
-    with pytest.raises(TypeError, match=r"Argument recon_var should be a float, but given str"):
-        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="1")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError,
+        match=r"Argument recon_var should be a number > 0, a tensor or one of 'optimal', "
+        r"'optimal_channel', but given '1'",
+    ):
+        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="1")
+    with pytest.raises(TypeError, match=r"Argument recon_var should be a float, but given list"):
+        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=[1.0])  # type: ignore[arg-type]
     with pytest.raises(
         ValueError,
         match=r"Argument recon_var should broadcast to x.shape=\(4, 3, 2, 2\), but given "

@@ -161,12 +161,15 @@ def test_settings_are_validated():
         VAELoss(reduction="none")
     with pytest.raises(ValueError, match=r"Argument free_bits should be a finite number >= 0"):
         VAELoss(free_bits=-0.1)
-    with pytest.raises(ValueError, match=r"Argument recon_var should be None unless recon="):
+    with pytest.raises(
+        ValueError, match=r"Argument recon_var should be None unless recon is one of"
+    ):
         VAELoss(recon_var=2.0)
     with pytest.raises(
         TypeError,
-        match=r"Argument recon_var should be a float \(use vaekit.functional.vae_loss for a "
-        r"tensor\), but given Tensor",
+        match=r"Argument recon_var should be a number, 'optimal', 'optimal_channel' or a "
+        r"vaekit.nn.LearnedVariance \(pass a tensor to vaekit.functional.vae_loss\), but "
+        r"given Tensor",
     ):
         VAELoss("gaussian", recon_var=torch.ones(1))  # type: ignore[arg-type]
     with pytest.raises(TypeError):

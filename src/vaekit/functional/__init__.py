@@ -1,7 +1,23 @@
 """Pure tensor functions: the maths and the input checks of every vaekit component."""
 
 from vaekit.functional.kl import kl_divergence_normal
+from vaekit.functional.likelihood import (
+    bits_per_dim,
+    iwae_bound,
+    log_importance_weights,
+    log_likelihood,
+)
 from vaekit.functional.loss import VAELossOutput, convert_beta, vae_loss
 from vaekit.functional.reparam import reparameterize
 
-__all__ = ["VAELossOutput", "convert_beta", "kl_divergence_normal", "reparameterize", "vae_loss"]
+__all__ = [
+    "VAELossOutput",
+    "bits_per_dim",
+    "convert_beta",
+    "iwae_bound",
+    "kl_divergence_normal",
+    "log_importance_weights",
+    "log_likelihood",
+    "reparameterize",
+    "vae_loss",
+]

@@ -4,5 +4,6 @@
 from vaekit.nn.kl import KLDivergenceNormal
 from vaekit.nn.loss import VAELoss
 from vaekit.nn.reparam import GaussianReparam, GaussianSample
+from vaekit.nn.variance import LearnedVariance
 
-__all__ = ["GaussianReparam", "GaussianSample", "KLDivergenceNormal", "VAELoss"]
+__all__ = ["GaussianReparam", "GaussianSample", "KLDivergenceNormal", "LearnedVariance", "VAELoss"]
