@@ -1,4 +1,5 @@
-"""torchmetrics metrics (extra ``metrics``): loss balance and posterior-collapse monitors."""
+"""torchmetrics metrics (extra ``metrics``): loss balance and posterior-collapse monitors, and
+the importance-weighted test NLL."""
 
 try:
     import torchmetrics  # noqa: F401
@@ -6,7 +7,8 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise ImportError("vaekit.metrics needs torchmetrics: pip install 'vaekit[metrics]'") from err
 
 from vaekit.metrics.active_units import ActiveUnits
+from vaekit.metrics.importance_weighted_nll import ImportanceWeightedNLL
 from vaekit.metrics.kl_per_dimension import KLPerDimension
 from vaekit.metrics.recon_kl_ratio import ReconKLRatio
 
-__all__ = ["ActiveUnits", "KLPerDimension", "ReconKLRatio"]
+__all__ = ["ActiveUnits", "ImportanceWeightedNLL", "KLPerDimension", "ReconKLRatio"]
