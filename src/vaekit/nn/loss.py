@@ -195,11 +195,11 @@ def _check_recon_var(value: object, recon: str | ReconFn) -> float | str | Learn
     if isinstance(value, LearnedVariance):
         check_takes_variance(value, recon)
         return value
-    if isinstance(value, Tensor):
+    if isinstance(value, (Tensor, nn.Module)):
+        hint = " (pass a tensor to vaekit.functional.vae_loss)" if isinstance(value, Tensor) else ""
         raise TypeError(
             "Argument recon_var should be a number, 'optimal', 'optimal_channel' or a "
-            "vaekit.nn.LearnedVariance (pass a tensor to vaekit.functional.vae_loss), but "
-            "given Tensor"
+            f"vaekit.nn.LearnedVariance{hint}, but given {type(value).__name__}"
         )
     checked = check_recon_var(value, recon)
     assert not isinstance(checked, Tensor)
