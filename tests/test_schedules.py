@@ -202,6 +202,11 @@ def test_logistic_far_from_midpoint_does_not_overflow():
     assert schedule(10**7) == 1.0
 
 
+def test_logistic_at_a_step_too_large_for_a_float_is_its_limit():
+    assert Logistic(10, 0.5, start=0.2, stop=0.7)(10**400) == 0.7
+    assert Logistic(0, 1e-300, start=3.0, stop=-1.0)(10**400) == -1.0
+
+
 def test_constant():
     assert [Constant(0.25)(t) for t in (0, 1, 10**9)] == [0.25] * 3
 
@@ -443,9 +448,119 @@ def test_load_state_dict_errors():
     ):
         controller.load_state_dict({"beta": 1.0})
     with pytest.raises(
-        TypeError, match=r"Argument state_dict\['integral'\] should be a number, but given str"
+        TypeError, match=r"Argument state_dict\['integral'\] should be a float, but given str"
     ):
         controller.load_state_dict({"beta": 1.0, "integral": "0"})
+
+
+BAD_STATES = [
+    (
+        lambda: PIController(1.0),
+        {"beta": 5.0, "integral": 0.0},
+        ValueError,
+        "Argument state_dict['beta'] should be in [beta_min, beta_max] = [0.0, 1.0], but given 5.0",
+    ),
+    (
+        lambda: PIController(1.0, beta_min=0.5),
+        {"beta": 0.25, "integral": 0.0},
+        ValueError,
+        "Argument state_dict['beta'] should be in [beta_min, beta_max] = [0.5, 1.0], "
+        "but given 0.25",
+    ),
+    (
+        lambda: PIController(1.0),
+        {"beta": 0.5, "integral": math.nan},
+        ValueError,
+        "Argument state_dict['integral'] should be a finite number, but given nan",
+    ),
+    (
+        lambda: PIController(1.0),
+        {"beta": math.inf, "integral": 0.0},
+        ValueError,
+        "Argument state_dict['beta'] should be a finite number, but given inf",
+    ),
+    (
+        lambda: PIController(1.0),
+        {"beta": 0.5, "integral": 10**400},
+        ValueError,
+        f"Argument state_dict['integral'] should be a finite number, but given {10**400}",
+    ),
+    (
+        lambda: GECO(1.0),
+        {"beta": 1.0, "ema": -math.inf, "num_updates": 3},
+        ValueError,
+        "Argument state_dict['ema'] should be a finite number, but given -inf",
+    ),
+    (
+        lambda: GECO(1.0),
+        {"beta": 1.0, "ema": 2.0, "num_updates": 2.7},
+        TypeError,
+        "Argument state_dict['num_updates'] should be an int, but given float",
+    ),
+    (
+        lambda: GECO(1.0),
+        {"beta": 1.0, "ema": 2.0, "num_updates": math.inf},
+        TypeError,
+        "Argument state_dict['num_updates'] should be an int, but given float",
+    ),
+    (
+        lambda: GECO(1.0),
+        {"beta": 1.0, "ema": 2.0, "num_updates": -5},
+        ValueError,
+        "Argument state_dict['num_updates'] should be a non-negative int, but given -5",
+    ),
+    (
+        lambda: GECO(1.0),
+        {"beta": 1.0, "ema": 2.0, "num_updates": True},
+        TypeError,
+        "Argument state_dict['num_updates'] should be an int, but given bool",
+    ),
+    (
+        lambda: GECO(1.0, beta_max=2.0),
+        {"beta": 3.0, "ema": 2.0, "num_updates": 1},
+        ValueError,
+        "Argument state_dict['beta'] should be in [beta_min, beta_max] = [1e-10, 2.0], "
+        "but given 3.0",
+    ),
+    (
+        lambda: GECO(1.0),
+        {"beta": 0.0, "ema": 2.0, "num_updates": 1},
+        ValueError,
+        "Argument state_dict['beta'] should be in [beta_min, beta_max] = "
+        "[1e-10, 10000000000.0], but given 0.0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "state", "error", "message"), BAD_STATES)
+def test_load_state_dict_refuses_a_bad_value_and_changes_nothing(build, state, error, message):
+    controller = build()
+    for x in (3.0, 0.5, 2.0):
+        controller.update(x)
+    before = controller.state_dict()
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        controller.load_state_dict(state)
+    assert controller.state_dict() == before
+    twin = build()
+    twin.load_state_dict(before)  # what it would go on with is untouched, too
+    assert controller.update(1.5) == twin.update(1.5)
+
+
+def test_loaded_state_keeps_the_python_types():
+    controller = GECO(1.0)
+    controller.load_state_dict({"beta": 2, "ema": 3, "num_updates": 4})
+    state = controller.state_dict()
+    assert state == {"beta": 2.0, "ema": 3.0, "num_updates": 4}
+    assert [type(v) for v in state.values()] == [float, float, int]
+
+
+def test_observation_too_large_for_a_float_is_ignored_with_a_warning():
+    controller = PIController(1.0)
+    controller.update(2.0)
+    before = controller.state_dict()
+    with pytest.warns(RuntimeWarning, match=r"ignored the non-finite observation 1000000"):
+        assert controller.update(10**400) == before["beta"]
+    assert controller.state_dict() == before
 
 
 def test_update_rejects_non_numbers():
@@ -478,7 +593,11 @@ CONTROLLER_ERRORS = [
         ValueError,
         "Argument step_size should be a finite number > 0, but given 0",
     ),
-    (lambda: GECO(1.0, alpha=1.0), ValueError, "Argument alpha should be in [0, 1), but given 1.0"),
+    (
+        lambda: GECO(1.0, alpha=1.0),
+        ValueError,
+        "Argument alpha should be a finite number in [0, 1), but given 1.0",
+    ),
     (
         lambda: GECO(1.0, speedup=-2),
         ValueError,

@@ -1,8 +1,9 @@
 """vaekit: plug-in training components for variational autoencoders in PyTorch.
 
 The core needs only torch. :mod:`vaekit.metrics` needs the ``metrics`` extra (torchmetrics),
-:mod:`vaekit.handlers` the ``ignite`` extra (pytorch-ignite), and ``vaekit-demo`` the ``demo``
-extra; importing :mod:`vaekit` imports none of them.
+:mod:`vaekit.handlers` the ``ignite`` extra (pytorch-ignite), :mod:`vaekit.lightning` the
+``lightning`` extra (Lightning), and ``vaekit-demo`` the ``demo`` extra; importing
+:mod:`vaekit` imports none of them.
 """
 
 from vaekit import functional, schedules

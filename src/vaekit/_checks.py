@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -18,6 +18,19 @@ from torch import Tensor
 from vaekit._reduction import KL_REDUCTIONS, LOSS_REDUCTIONS, Reduction
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def check_real(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a real number, else raise TypeError.
+
+    ``bool`` is not a number; an int beyond any float is an infinity of its sign.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Argument {name} should be a float, but given {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf  # type: ignore[operator]
 
 
 def check_number(
@@ -33,12 +46,7 @@ def check_number(
 
     The range is ``[low, high]``, each end open when asked; ``bool`` is not a number.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"Argument {name} should be a float, but given {type(value).__name__}")
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond any float
-        number = math.inf
+    number = check_real(name, value)
     above = number > low if low_open else number >= low  # False for NaN
     below = number < high if high_open else number <= high
     if not (above and below and math.isfinite(number)):
@@ -59,12 +67,13 @@ def _range(low: float, high: float, low_open: bool, high_open: bool) -> str:
     return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
 
-def check_int(name: str, value: object, *, low: int = 0) -> int:
-    """Return ``value`` if it is an int ``>= low``, else raise; ``bool`` is not an int."""
+def check_int(name: str, value: object, *, low: int | None = 0) -> int:
+    """Return ``value`` if it is an int ``>= low`` (any int for ``None``), else raise; ``bool``
+    is not an int."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"Argument {name} should be an int, but given {type(value).__name__}")
     number = int(value)
-    if number < low:
+    if low is not None and number < low:
         kind = {0: "a non-negative int", 1: "a positive int"}.get(low, f"an int >= {low}")
         raise ValueError(f"Argument {name} should be {kind}, but given {value!r}")
     return number
@@ -88,6 +97,20 @@ def check_float32(name: str, value: float) -> float:
             f"but given {value!r}"
         )
     return value
+
+
+def check_state_dict(state_dict: object, keys: Sequence[str]) -> Mapping[str, object]:
+    """Return ``state_dict`` if it is a mapping with exactly ``keys``, else raise."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            f"Argument state_dict should be a mapping, but given {type(state_dict).__name__}"
+        )
+    if sorted(state_dict) != sorted(keys):
+        raise ValueError(
+            f"Argument state_dict should have the keys {sorted(keys)}, "
+            f"but given {sorted(state_dict)}"
+        )
+    return state_dict
 
 
 def check_tensor(name: str, value: object) -> Tensor:

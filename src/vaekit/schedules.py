@@ -13,7 +13,7 @@ import math
 import warnings
 from collections.abc import Mapping
 
-from vaekit._checks import check_non_negative, check_positive_int
+from vaekit._checks import check_int, check_number, check_real, check_state_dict
 
 __all__ = [
     "GECO",
@@ -55,11 +55,7 @@ class Schedule(_Repr, abc.ABC):
             TypeError: if ``step`` is not an int.
             ValueError: if ``step`` is negative.
         """
-        if isinstance(step, bool) or not isinstance(step, int):
-            raise TypeError(f"Argument step should be an int, but given {type(step).__name__}")
-        if step < 0:
-            raise ValueError(f"Argument step should be a non-negative int, but given {step}")
-        return self._value(step)
+        return self._value(check_int("step", step))
 
     @abc.abstractmethod
     def _value(self, step: int) -> float: ...
@@ -84,7 +80,7 @@ class Constant(Schedule):
     _fields = ("value",)
 
     def __init__(self, value: float) -> None:
-        self.value = _check_finite("value", value)
+        self.value = check_number("value", value)
 
     def _value(self, step: int) -> float:
         return self.value
@@ -118,9 +114,9 @@ class LinearWarmup(Schedule):
     _fields = ("warmup_steps", "start", "stop")
 
     def __init__(self, warmup_steps: int, *, start: float = 0.0, stop: float = 1.0) -> None:
-        self.warmup_steps = check_positive_int("warmup_steps", warmup_steps)
-        self.start = _check_finite("start", start)
-        self.stop = _check_finite("stop", stop)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, low=1)
+        self.start = check_number("start", start)
+        self.stop = check_number("stop", stop)
 
     def _value(self, step: int) -> float:
         if step >= self.warmup_steps:
@@ -161,13 +157,15 @@ class Logistic(Schedule):
     def __init__(
         self, midpoint: float, steepness: float, *, start: float = 0.0, stop: float = 1.0
     ) -> None:
-        self.midpoint = check_non_negative("midpoint", midpoint)
-        self.steepness = _check_positive("steepness", steepness)
-        self.start = _check_finite("start", start)
-        self.stop = _check_finite("stop", stop)
+        self.midpoint = check_number("midpoint", midpoint, low=0.0)
+        self.steepness = check_number("steepness", steepness, low=0.0, low_open=True)
+        self.start = check_number("start", start)
+        self.stop = check_number("stop", stop)
 
     def _value(self, step: int) -> float:
-        return _lerp(self.start, self.stop, _sigmoid(self.steepness * (step - self.midpoint)))
+        # A step too large for a float is past any midpoint: the ramp has saturated.
+        offset = check_real("step", step) - self.midpoint
+        return _lerp(self.start, self.stop, _sigmoid(self.steepness * offset))
 
 
 class Cyclical(Schedule):
@@ -227,13 +225,13 @@ class Cyclical(Schedule):
         stop: float = 1.0,
         shape: str = "linear",
     ) -> None:
-        self.total_steps = check_positive_int("total_steps", total_steps)
-        self.n_cycles = check_positive_int("n_cycles", n_cycles)
-        self.ratio = _check_positive("ratio", ratio)
+        self.total_steps = check_int("total_steps", total_steps, low=1)
+        self.n_cycles = check_int("n_cycles", n_cycles, low=1)
+        self.ratio = check_number("ratio", ratio, low=0.0, low_open=True)
         if self.ratio > 1:
             raise ValueError(f"Argument ratio should be in (0, 1], but given {ratio!r}")
-        self.start = _check_finite("start", start)
-        self.stop = _check_finite("stop", stop)
+        self.start = check_number("start", start)
+        self.stop = check_number("stop", stop)
         if shape not in _SHAPES:
             choices = ", ".join(repr(s) for s in _SHAPES)
             raise ValueError(f"Argument shape should be one of {choices}, but given {shape!r}")
@@ -311,12 +309,9 @@ class Controller(_Repr, abc.ABC):
         Raises:
             TypeError: if ``observation`` is not a number.
         """
-        if isinstance(observation, bool) or not isinstance(observation, (int, float)):
-            raise TypeError(
-                f"Argument observation should be a float, but given {type(observation).__name__}"
-            )
-        if math.isfinite(observation):
-            self._update(float(observation))
+        value = check_real("observation", observation)
+        if math.isfinite(value):
+            self._update(value)
         else:
             warnings.warn(
                 f"{type(self).__name__} ignored the non-finite observation {observation!r}; "
@@ -336,28 +331,35 @@ class Controller(_Repr, abc.ABC):
     def load_state_dict(self, state_dict: Mapping[str, float]) -> None:
         """Restore the state returned by :meth:`state_dict`.
 
+        Every entry is checked before any is set: a refused state leaves the controller as it
+        was. An int entry (a count) must be an int, any other a finite number, and ``beta``
+        must lie within the controller's clip.
+
         Raises:
-            TypeError: if ``state_dict`` is not a mapping or holds a value that is not a number.
-            ValueError: if its keys are not those of :meth:`state_dict`.
+            TypeError: if ``state_dict`` is not a mapping or holds a value of the wrong type.
+            ValueError: if its keys are not those of :meth:`state_dict`, or a value is not
+                finite or out of its range.
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"Argument state_dict should be a mapping, but given {type(state_dict).__name__}"
-            )
-        if sorted(state_dict) != sorted(self._state_keys):
-            raise ValueError(
-                f"Argument state_dict should have the keys {sorted(self._state_keys)}, "
-                f"but given {sorted(state_dict)}"
-            )
+        check_state_dict(state_dict, self._state_keys)
+        for key, value in self._validated(state_dict).items():
+            setattr(self, f"_{key}", value)
+
+    def _validated(self, state_dict: Mapping[str, object]) -> dict[str, float]:
+        """The entries of ``state_dict``, checked; each keeps the Python type of the state."""
+        values: dict[str, float] = {}
         for key in self._state_keys:
-            value = state_dict[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(
-                    f"Argument state_dict[{key!r}] should be a number, "
-                    f"but given {type(value).__name__}"
-                )
-            # Keep each entry's Python type: num_updates stays an int.
-            setattr(self, f"_{key}", type(getattr(self, f"_{key}"))(value))
+            if isinstance(getattr(self, f"_{key}"), int):
+                values[key] = check_int(f"state_dict[{key!r}]", state_dict[key])
+            else:
+                values[key] = check_number(f"state_dict[{key!r}]", state_dict[key])
+        return values
+
+    def _check_beta(self, values: Mapping[str, float], low: float, high: float) -> None:
+        if not low <= values["beta"] <= high:
+            raise ValueError(
+                f"Argument state_dict['beta'] should be in [beta_min, beta_max] = "
+                f"[{low}, {high}], but given {values['beta']!r}"
+            )
 
 
 class PIController(Controller):
@@ -411,12 +413,17 @@ class PIController(Controller):
         beta_min: float = 0.0,
         beta_max: float = 1.0,
     ) -> None:
-        self.target_kl = check_non_negative("target_kl", target_kl)
-        self.kp = check_non_negative("kp", kp)
-        self.ki = check_non_negative("ki", ki)
+        self.target_kl = check_number("target_kl", target_kl, low=0.0)
+        self.kp = check_number("kp", kp, low=0.0)
+        self.ki = check_number("ki", ki, low=0.0)
         self.beta_min, self.beta_max = _check_bounds(beta_min, beta_max)
         self._beta = self.beta_min
         self._integral = 0.0
+
+    def _validated(self, state_dict: Mapping[str, object]) -> dict[str, float]:
+        values = super()._validated(state_dict)
+        self._check_beta(values, self.beta_min, self.beta_max)
+        return values
 
     def _update(self, observation: float) -> None:
         error = self.target_kl - observation
@@ -485,15 +492,16 @@ class GECO(Controller):
         beta_min: float = 1e-10,
         beta_max: float = 1e10,
     ) -> None:
-        self.goal = _check_finite("goal", goal)
-        self.step_size = _check_positive("step_size", step_size)
-        self.alpha = check_non_negative("alpha", alpha)
-        if self.alpha >= 1:
-            raise ValueError(f"Argument alpha should be in [0, 1), but given {alpha!r}")
-        self.speedup = None if speedup is None else _check_positive("speedup", speedup)
-        beta_min = _check_positive("beta_min", beta_min)  # a multiplicative beta sticks at 0
+        self.goal = check_number("goal", goal)
+        self.step_size = check_number("step_size", step_size, low=0.0, low_open=True)
+        self.alpha = check_number("alpha", alpha, low=0.0, high=1.0, high_open=True)
+        self.speedup = None
+        if speedup is not None:
+            self.speedup = check_number("speedup", speedup, low=0.0, low_open=True)
+        # beta_min > 0: a multiplicative beta sticks at 0
+        beta_min = check_number("beta_min", beta_min, low=0.0, low_open=True)
         self.beta_min, self.beta_max = _check_bounds(beta_min, beta_max)
-        self.beta_init = _check_finite("beta_init", beta_init)
+        self.beta_init = check_number("beta_init", beta_init)
         if not self.beta_min <= self.beta_init <= self.beta_max:
             raise ValueError(
                 f"Argument beta_init should be in [beta_min, beta_max] = "
@@ -502,6 +510,11 @@ class GECO(Controller):
         self._beta = self.beta_init
         self._ema = 0.0
         self._num_updates = 0
+
+    def _validated(self, state_dict: Mapping[str, object]) -> dict[str, float]:
+        values = super()._validated(state_dict)
+        self._check_beta(values, self.beta_min, self.beta_max)
+        return values
 
     def _update(self, observation: float) -> None:
         if self._num_updates == 0:
@@ -518,24 +531,9 @@ class GECO(Controller):
         self._beta = min(max(self._beta * factor, self.beta_min), self.beta_max)
 
 
-def _check_finite(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Argument {name} should be a float, but given {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"Argument {name} should be a finite number, but given {value!r}")
-    return float(value)
-
-
-def _check_positive(name: str, value: object) -> float:
-    number = _check_finite(name, value)
-    if number <= 0:
-        raise ValueError(f"Argument {name} should be a finite number > 0, but given {value!r}")
-    return number
-
-
 def _check_bounds(beta_min: object, beta_max: object) -> tuple[float, float]:
-    low = check_non_negative("beta_min", beta_min)
-    high = check_non_negative("beta_max", beta_max)
+    low = check_number("beta_min", beta_min, low=0.0)
+    high = check_number("beta_max", beta_max, low=0.0)
     if high < low:
         raise ValueError(
             f"Argument beta_max should be >= beta_min={low}, but given beta_max={beta_max!r}"

@@ -96,6 +96,16 @@ def _bad_files(tmp: Path) -> list[tuple[Path, str]]:
         "got dtype torch.complex64",
         lambda p: torch.save(torch.zeros(2, 2, dtype=torch.complex64), p),
     )
+    add(
+        "complex.npy",
+        "got dtype complex128",
+        lambda p: np.save(p, np.full((2, 2), 0.5 + 0.5j)),
+    )
+    add(
+        "sparse.pt",
+        "got a tensor of layout torch.sparse_coo; save a dense tensor",
+        lambda p: torch.save(torch.eye(3).to_sparse(), p),
+    )
     return cases
 
 

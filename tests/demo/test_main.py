@@ -4,10 +4,16 @@ an interruption, one-line data errors, and a 2-process gloo run."""
 from __future__ import annotations
 
 import csv
+import math
+import random
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-import vaekit.demo.train as train_module
 from vaekit.demo.__main__ import main
+from vaekit.demo.checkpoints import demo_checkpoints
 from vaekit.demo.config import DemoConfig, build_beta
 from vaekit.demo.model import VAE
 
@@ -39,9 +45,47 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def _checkpoint(out: Path) -> dict[str, object]:
     """The last checkpoint: of the two kept, the one with the highest iteration."""
-    paths = sorted((out / "checkpoints").glob("checkpoint_*.pt"), key=lambda p: int(p.stem[11:]))
-    assert len(paths) <= 2
-    return torch.load(paths[-1], weights_only=True)  # type: ignore[no-any-return]
+    found = demo_checkpoints(out / "checkpoints")
+    assert 0 < len(found) <= 2
+    return torch.load(found[0][1], weights_only=True)  # type: ignore[no-any-return]
+
+
+def _assert_same_run(full: Path, resumed: Path) -> None:
+    """``resumed`` ended with exactly the files and the state of the uninterrupted ``full``."""
+    assert (resumed / "metrics.csv").read_text() == (full / "metrics.csv").read_text()
+    a, b = _checkpoint(full), _checkpoint(resumed)
+    assert a["trainer"] == b["trainer"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["beta"] == b["beta"]
+    assert a["history"] == b["history"]
+    assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == sorted(
+        p.name for p in (full / "checkpoints").iterdir()
+    )  # the two newest, no temporary file
+
+
+def _stop_at(monkeypatch: pytest.MonkeyPatch, iteration: int, action: Callable[[], None]) -> None:
+    """Run ``action`` after the optimizer step of ``iteration`` (1-based) in this process."""
+    step = torch.optim.Adam.step
+    calls = {"n": 0}
+
+    def counted(self: torch.optim.Adam, *args: Any, **kwargs: Any) -> Any:
+        result = step(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == iteration:
+            action(self)
+        return result
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counted)
+
+
+def _ctrl_c(optimizer: torch.optim.Optimizer) -> None:
+    raise KeyboardInterrupt
+
+
+def _poison(optimizer: torch.optim.Optimizer) -> None:
+    with torch.no_grad():
+        optimizer.param_groups[0]["params"][0].fill_(math.nan)
 
 
 def _reference(out: Path, data: Path, latent_dim: int) -> dict[str, float]:
@@ -142,15 +186,18 @@ def test_interrupted_then_resumed_equals_uninterrupted(data, tmp_path, capsys, m
     args = ["--data", str(data), *SMALL, "--schedule", "pi,cyclical"]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
     cut = ["--out", str(tmp_path / "cut")]
-    # Ctrl-C in pi's second epoch; on resume, pi finishes and Ctrl-C hits cyclical's second
-    # epoch; the last resume finishes cyclical.
-    monkeypatch.setattr(train_module, "INTERRUPT_AT", ("pi", 10))
+    # Ctrl-C in pi's second epoch (its 10th step); on resume, pi finishes (14 steps from
+    # iteration 7) and Ctrl-C hits cyclical's second epoch (its 12th step, the 26th of the
+    # process); the last resume finishes cyclical.
+    _stop_at(monkeypatch, 10, _ctrl_c)
     assert main([*args, *cut]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert int(_checkpoint(tmp_path / "cut" / "pi")["trainer"]["iteration"]) == 7  # usable
-    monkeypatch.setattr(train_module, "INTERRUPT_AT", ("cyclical", 12))
+    monkeypatch.undo()
+    _stop_at(monkeypatch, 26, _ctrl_c)
     assert main([*args, *cut, "--resume"]) == 130
-    monkeypatch.setattr(train_module, "INTERRUPT_AT", None)
+    assert int(_checkpoint(tmp_path / "cut" / "cyclical")["trainer"]["iteration"]) == 7
+    monkeypatch.undo()
     assert main([*args, *cut, "--resume"]) == 0
     for schedule in ("pi", "cyclical"):
         full, resumed = tmp_path / "full" / schedule, tmp_path / "cut" / schedule
@@ -163,6 +210,167 @@ def test_interrupted_then_resumed_equals_uninterrupted(data, tmp_path, capsys, m
     assert (tmp_path / "cut" / "compare.png").is_file()
     table = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in table[-3:-1]] == ["pi", "cyclical"]
+
+
+LINEAR = ["--schedule", "linear"]
+
+
+def _cut_run(data: Path, out: Path, monkeypatch: pytest.MonkeyPatch, stop: int) -> None:
+    """The linear run of ``linear_run`` stopped by a Ctrl-C after iteration ``stop``."""
+    _stop_at(monkeypatch, stop, _ctrl_c)
+    assert main(["--data", str(data), *SMALL, *LINEAR, "--out", str(out)]) == 130
+    monkeypatch.undo()
+
+
+def _resume(data: Path, out: Path) -> int:
+    return main(["--data", str(data), *SMALL, *LINEAR, "--out", str(out), "--resume"])
+
+
+def test_resume_after_the_older_checkpoint_was_deleted(linear_run, data, tmp_path, monkeypatch):
+    # Ctrl-C in epoch 3: checkpoints 7 and 14 kept. Delete the older by hand and, as older
+    # versions did, list both in the newer one: a resumed run must not need the gone file.
+    out = tmp_path / "cut"
+    _cut_run(data, out, monkeypatch, stop=17)
+    checkpoints = out / "checkpoints"
+    assert [s for s, _ in demo_checkpoints(checkpoints)] == [14, 7]
+    (checkpoints / "checkpoint_7.pt").unlink()
+    newest = torch.load(checkpoints / "checkpoint_14.pt", weights_only=True)
+    newest["checkpointer"] = {"_saved": [[7, "checkpoint_7.pt"], [14, "checkpoint_14.pt"]]}
+    torch.save(newest, checkpoints / "checkpoint_14.pt")
+    assert _resume(data, out) == 0
+    _assert_same_run(linear_run[0], out)
+
+
+def test_resume_skips_a_truncated_newest_checkpoint_and_a_stray_name(
+    linear_run, data, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "cut"
+    _cut_run(data, out, monkeypatch, stop=17)
+    checkpoints = out / "checkpoints"
+    newest = checkpoints / "checkpoint_14.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # what a lost write leaves behind
+    (checkpoints / "checkpoint_abc.pt").write_bytes(b"mine")
+    capsys.readouterr()
+    assert _resume(data, out) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (
+        f"vaekit-demo: --resume ignores {checkpoints / 'checkpoint_abc.pt'}: the demo names "
+        "its checkpoints checkpoint_<iteration>.pt"
+    )
+    assert err[1].startswith(f"vaekit-demo: --resume skips {newest}: it cannot be read (")
+    assert len(err) == 2
+    assert (checkpoints / "checkpoint_abc.pt").read_bytes() == b"mine"  # not the demo's to remove
+    (checkpoints / "checkpoint_abc.pt").unlink()
+    _assert_same_run(linear_run[0], out)
+
+
+def test_resume_skips_a_checkpoint_its_objects_refuse(linear_run, data, tmp_path, monkeypatch):
+    out = tmp_path / "cut"
+    _cut_run(data, out, monkeypatch, stop=17)
+    newest = out / "checkpoints" / "checkpoint_14.pt"
+    tampered = torch.load(newest, weights_only=True)
+    tampered["beta"] = {"event_index": -3}
+    torch.save(tampered, newest)
+    assert _resume(data, out) == 0  # from checkpoint_7.pt
+    _assert_same_run(linear_run[0], out)
+
+
+def test_resume_with_no_checkpoint_that_loads_is_one_line(data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cut"
+    _cut_run(data, out, monkeypatch, stop=17)
+    before = {}
+    for _, path in demo_checkpoints(out / "checkpoints"):
+        path.write_bytes(b"")
+        before[path] = b""
+    capsys.readouterr()
+    assert _resume(data, out) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        f"vaekit-demo: error: --resume: no checkpoint in {out / 'checkpoints'} loads; run "
+        "without --resume to start afresh (which removes them)"
+    )
+    assert len(err) == 3  # a line for each skipped file, then the error
+    assert {p: p.read_bytes() for p in before} == before  # nothing removed or rewritten
+
+
+def test_divergence_stops_with_exit_1_and_keeps_the_last_good_checkpoint(
+    linear_run, data, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "cut"
+    _stop_at(monkeypatch, 10, _poison)  # NaN weights in epoch 2
+    assert main(["--data", str(data), *SMALL, *LINEAR, "--out", str(out)]) == 1
+    monkeypatch.undo()
+    checkpoints = out / "checkpoints"
+    assert capsys.readouterr().err == (
+        "vaekit-demo: error: the linear run diverged at iteration 10 (epoch 2): the model's "
+        f"parameters are NaN or infinite; the last good checkpoint is "
+        f"{checkpoints / 'checkpoint_7.pt'}; try a smaller --lr\n"
+    )
+    assert [p.name for p in checkpoints.iterdir()] == ["checkpoint_7.pt"]
+    assert not (out / "metrics.csv").exists()
+    assert _resume(data, out) == 0  # the kept checkpoint is good: the run goes on exactly
+    _assert_same_run(linear_run[0], out)
+
+
+def test_diverging_learning_rate_stops_with_exit_1_and_writes_no_checkpoint(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--data", str(data), *SMALL, "--lr", "1e10", "--out", str(out)]) == 1
+    assert capsys.readouterr() == (
+        "",
+        "vaekit-demo: error: the constant run diverged at iteration 2 (epoch 1): the model's "
+        "parameters are NaN or infinite; no checkpoint was written; try a smaller --lr\n",
+    )
+    assert list((out / "checkpoints").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "it is missing"),
+        ('{"epochs": 3,', r"\(Expecting property name enclosed in double quotes: .*\)"),
+        ("[1, 2]", "it does not hold the demo's settings"),
+        ('{"epochs": 3}', "it does not hold the demo's settings"),
+    ],
+)
+def test_resume_with_a_damaged_config_is_one_line(
+    data, tmp_path, monkeypatch, capsys, content, reason
+):
+    out = tmp_path / "cut"
+    _cut_run(data, out, monkeypatch, stop=10)
+    config = out / "config.json"
+    if content is None:
+        config.unlink()
+    else:
+        config.write_text(content)
+    capsys.readouterr()
+    assert _resume(data, out) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        rf"vaekit-demo: error: --resume needs the settings in {re.escape(str(config))}, but "
+        rf"{reason}; restore it, or run without --resume to start afresh\n",
+        err,
+    ), err
+    assert [s for s, _ in demo_checkpoints(out / "checkpoints")] == [7]
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "dev_null", "proc"])
+def test_unwritable_out_is_one_line_and_exit_code_2(data, tmp_path, capsys, where):
+    (tmp_path / "file").write_text("x")
+    out, blocker = {
+        "under_a_file": (tmp_path / "file" / "run", tmp_path / "file"),
+        "dev_null": (Path("/dev/null"), Path("/dev/null")),
+        "proc": (Path("/proc/vaekit-run"), None),
+    }[where]
+    assert main(["--data", str(data), "--epochs", "1", "--out", str(out)]) == 2
+    expected = (
+        f"but {blocker} is not a directory"
+        if blocker is not None
+        else f"but {out / 'checkpoints'} cannot be written (No such file or directory)"
+    )
+    assert capsys.readouterr() == (
+        "",
+        f"vaekit-demo: error: --out {out} should be a writable directory, {expected}\n",
+    )
 
 
 def test_resume_refuses_changed_settings_and_missing_checkpoints(
@@ -234,7 +442,7 @@ def test_bad_data_from_the_console_has_no_traceback(tmp_path):
         (["--schedule", "pi,pi"], "--schedule should list distinct names"),
         (["--epochs", "0"], "--epochs should be >= 1, but given 0"),
         (["--recon", "huber"], "argument --recon: invalid choice: 'huber'"),
-        (["--lr", "-1"], "--lr should be > 0, but given -1.0"),
+        (["--lr", "-1"], "--lr should be a finite number > 0, but given -1.0"),
         (["--beta", "-1"], "Argument beta should be a finite number >= 0, but given -1.0"),
         (
             ["--free-bits", "nan"],
@@ -248,6 +456,130 @@ def test_bad_arguments_exit_2(args, message, capsys):
         main(args)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lr", "inf"], "--lr should be a finite number > 0, but given inf"),
+        (["--lr", "nan"], "--lr should be a finite number > 0, but given nan"),
+        (["--seed", str(2**64)], f"--seed should be an int in [0, 2**32 - 1], but given {2**64}"),
+        (["--seed", "-1"], "--seed should be an int in [0, 2**32 - 1], but given -1"),
+        (["--out", ""], "--out should name a directory, but given ''"),
+        (["--out", "  "], "--out should name a directory, but given '  '"),
+        (
+            ["--free-bits", "1e300"],
+            "--free-bits should be a finite float32 number, but given 1e+300",
+        ),
+        (["--device", "meta"], "--device should hold data (cpu, cuda, ...), but given 'meta'"),
+    ],
+)
+def test_bad_values_are_one_sentence_naming_the_argument(
+    args, message, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert (out, err.splitlines()[-1]) == ("", f"vaekit-demo: error: {message}")
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even into the current directory
+
+
+# A vaekit-demo process whose checkpoint writes are slow, half on disk halfway: a signal can
+# land inside one. Markers tell the test where the process is. Nothing of this is in the demo.
+_SLOW_WRITES = """
+import io, sys, time
+from pathlib import Path
+
+import torch
+
+marks, real_save, count = Path(sys.argv[1]), torch.save, [0]
+
+
+def slow_save(obj, f, *args, **kwargs):
+    count[0] += 1
+    buffer = io.BytesIO()
+    real_save(obj, buffer, *args, **kwargs)
+    data = buffer.getvalue()
+    f.write(data[: len(data) // 2])
+    f.flush()
+    (marks / f"writing-{count[0]}").touch()
+    time.sleep(0.4)
+    f.write(data[len(data) // 2 :])
+    (marks / f"written-{count[0]}").touch()
+
+
+torch.save = slow_save
+from vaekit.demo.__main__ import main
+
+sys.exit(main(sys.argv[2:]))
+"""
+KILL_ARGS = ["--epochs", "6", "--batch-size", "32", "--latent-dim", "4", "--schedule", "pi"]
+
+
+class _Demo:
+    """``vaekit-demo`` in a child process with slow checkpoint writes."""
+
+    def __init__(self, data: Path, out: Path, marks: Path, *extra: str) -> None:
+        marks.mkdir()
+        self.marks = marks
+        args = ["--data", str(data), *KILL_ARGS, "--out", str(out), *extra]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SLOW_WRITES, str(marks), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a signal for the child never reaches pytest
+        )
+
+    def wait_for(self, mark: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not (self.marks / mark).exists():
+            assert self.proc.poll() is None, self.proc.communicate()
+            assert time.monotonic() < deadline, f"no {mark} within {timeout} s"
+            time.sleep(0.01)
+
+    def finish(self, sig: int | None = None, timeout: float = 120.0) -> tuple[int, str]:
+        if sig is not None:
+            self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err
+
+
+def _files(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").iterdir())
+
+
+@pytest.mark.slow
+def test_killed_anywhere_then_resumed_equals_uninterrupted(data, tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["--data", str(data), *KILL_ARGS, "--out", str(full)]) == 0
+    run = _Demo(data, cut, tmp_path / "m1")
+    run.wait_for("writing-3")  # SIGKILL inside the third write: the issue's lost state
+    assert run.finish(signal.SIGKILL)[0] == -signal.SIGKILL
+    names = _files(cut)
+    assert names[1:] == ["checkpoint_14.pt", "checkpoint_7.pt"]
+    assert re.fullmatch(r"\.checkpoint_21\.pt\..*\.tmp", names[0])  # the partial write
+
+    run = _Demo(data, cut, tmp_path / "m2", "--resume")
+    run.wait_for("writing-2")  # Ctrl-C inside a write: the partial file is removed
+    code, err = run.finish(signal.SIGINT)
+    assert code == 130, err
+    assert "vaekit-demo: interrupted; the last checkpoint is in" in err
+    assert _files(cut) == ["checkpoint_14.pt", "checkpoint_21.pt"]
+
+    rng = random.Random(17)  # then once anywhere: renaming, pruning, training or writing
+    run = _Demo(data, cut, tmp_path / "m3", "--resume")
+    run.wait_for("written-1")
+    time.sleep(rng.uniform(0.0, 0.8))
+    code, err = run.finish(rng.choice([signal.SIGKILL, signal.SIGINT]))
+    assert code in (-signal.SIGKILL, 130, 0), err  # 0: the signal came after the last write
+    assert demo_checkpoints(cut / "checkpoints")[0][0] >= 21
+
+    code, err = _Demo(data, cut, tmp_path / "m4", "--resume").finish()
+    assert code == 0, err
+    _assert_same_run(full, cut)
 
 
 @pytest.mark.slow

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import traceback
 
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch.multiprocessing.spawn import ProcessRaisedException
 
-from vaekit.demo.train import Batches, History
+from vaekit.demo.train import Batches, DivergedError, History, ResumeError, _run_error_of
 
 
 @given(
@@ -71,3 +73,21 @@ def test_history_rows_and_weights_only_round_trip():
     restored.load_state_dict(torch.load(buffer, weights_only=True))
     assert restored.rows == history.rows
     assert restored.betas == history.betas
+
+
+def _raised_in_a_process(error: BaseException) -> ProcessRaisedException:
+    """What torch.multiprocessing raises in the parent for ``error`` raised in a child."""
+    try:
+        raise error
+    except BaseException:
+        trace = traceback.format_exc()
+    return ProcessRaisedException(f"\n\n-- Process 1 terminated:\n{trace}", 1, 1234)
+
+
+def test_run_errors_of_spawned_processes_keep_their_message_and_exit_code():
+    for kind in (DivergedError, ResumeError):
+        rebuilt = _run_error_of(_raised_in_a_process(kind("the pi run diverged: x; y")))
+        assert type(rebuilt) is kind
+        assert str(rebuilt) == "the pi run diverged: x; y"
+    assert (DivergedError.exit_code, ResumeError.exit_code) == (1, 2)
+    assert _run_error_of(_raised_in_a_process(ValueError("bug"))) is None

@@ -10,9 +10,8 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from torch.distributions import Normal, kl_divergence
 
-from tests.functional._kl_reference import expm1_minus_x
+from tests.functional._kl_reference import distributions_kl, expm1_minus_x
 from vaekit.functional import kl_divergence_normal
 
 SHAPES = [(5, 3), (4, 2, 3, 3), (2, 3, 2, 2, 3)]
@@ -21,19 +20,8 @@ REDUCTIONS = ["none", "sum", "mean", "batchmean"]
 
 def reference(mu, log_var, prior_mu=None, prior_log_var=None, reduction="batchmean"):
     """torch.distributions in float64, reduced by hand."""
-    mu, log_var = mu.double(), log_var.double()
-    prior_mu = torch.zeros_like(mu) if prior_mu is None else prior_mu.double().expand_as(mu)
-    prior_lv = torch.zeros_like(mu) if prior_log_var is None else prior_log_var.double()
-    q = Normal(mu, (0.5 * log_var).exp(), validate_args=True)
-    p = Normal(prior_mu, (0.5 * prior_lv.expand_as(mu)).exp(), validate_args=True)
-    kl = kl_divergence(q, p)
-    if reduction == "none":
-        return kl
-    if reduction == "sum":
-        return kl.sum()
-    if reduction == "mean":
-        return kl.mean()
-    return kl.sum() / mu.shape[0]
+    tensors = (t if t is None else t.double() for t in (mu, log_var, prior_mu, prior_log_var))
+    return distributions_kl(*tensors, reduction=reduction)
 
 
 def inputs(shape, dtype=torch.float64, seed=0):

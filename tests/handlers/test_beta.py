@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -146,6 +147,45 @@ def test_scheduler_state_dict_is_plain_numbers():
     fresh = BetaScheduler(LinearWarmup(3))
     fresh.load_state_dict({"event_index": 2})
     assert fresh.get_param() == 2 / 3
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "message"),
+    [
+        ([2], TypeError, "Argument state_dict should be a mapping, but given list"),
+        (
+            {"event_index": 2, "lambda_obj": None},
+            ValueError,
+            "Argument state_dict should have the keys ['event_index'], "
+            "but given ['event_index', 'lambda_obj']",
+        ),
+        (
+            {"event_index": 2.5},
+            TypeError,
+            "Argument state_dict['event_index'] should be an int, but given float",
+        ),
+        (
+            {"event_index": "2"},
+            TypeError,
+            "Argument state_dict['event_index'] should be an int, but given str",
+        ),
+        (
+            {"event_index": -1},
+            ValueError,
+            "Argument state_dict['event_index'] should be a non-negative int, but given -1",
+        ),
+    ],
+)
+def test_scheduler_refuses_a_tampered_state_at_load(state, error, message):
+    scheduler = BetaScheduler(LinearWarmup(4))
+    trainer, seen, _ = recording_trainer()
+    scheduler.attach(trainer)
+    trainer.run(range(2))
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        scheduler.load_state_dict(state)
+    assert dict(scheduler.state_dict()) == {"event_index": 2}  # unchanged
+    trainer.run(range(2), max_epochs=2)  # and it goes on where it was
+    assert seen == [0.0, 0.25, 0.5, 0.75]
 
 
 def test_scheduler_errors():

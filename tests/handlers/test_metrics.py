@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.aggregation import CatMetric
+from torchmetrics.aggregation import CatMetric, MeanMetric
 from torchmetrics.regression import MeanSquaredError
 
 from tests.handlers import _dist_checkpoint
@@ -174,6 +175,52 @@ def test_constructor_errors() -> None:
         TypeError, match="Argument output_transform should be callable, but given int"
     ):
         TorchMetricsAdapter(ReconKLRatio(), output_transform=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("output", "transform", "message"),
+    [
+        (
+            (torch.ones(2), torch.ones(2), torch.ones(2, 4)),
+            None,
+            "Argument output_transform is needed: ReconKLRatio.update(recon, kl) cannot take "
+            "engine.state.output, a tuple of 3 items (too many positional arguments); pass an "
+            "output_transform that returns its arguments (a tuple or a dict of keywords)",
+        ),
+        (
+            {"recon": torch.ones(2), "kl": torch.ones(2), "mu": torch.ones(2, 4)},
+            None,
+            "Argument output_transform is needed: ReconKLRatio.update(recon, kl) cannot take "
+            "engine.state.output, a dict with keys ['kl', 'mu', 'recon'] (got an unexpected "
+            "keyword argument 'mu'); pass an output_transform that returns its arguments (a "
+            "tuple or a dict of keywords)",
+        ),
+        (
+            {"recon": torch.ones(2), "kl": torch.ones(2)},
+            lambda o: o["recon"],
+            "Argument output_transform should return the arguments of "
+            "ReconKLRatio.update(recon, kl), but given a Tensor (missing a required argument: "
+            "'kl')",
+        ),
+    ],
+)
+def test_output_that_does_not_fit_update_names_output_transform(
+    output: Any, transform: Any, message: str
+) -> None:
+    engine = Engine(lambda engine, batch: output)
+    kwargs = {} if transform is None else {"output_transform": transform}
+    TorchMetricsAdapter(ReconKLRatio(), **kwargs).attach(engine, "ratio")
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$") as info:
+        engine.run([0])
+    assert info.value.__cause__ is None
+
+
+def test_a_type_error_of_the_metric_itself_is_not_rewritten() -> None:
+    adapter = TorchMetricsAdapter(ReconKLRatio())
+    with pytest.raises(
+        TypeError, match=r"^Argument kl should be a floating-point tensor, but given dtype"
+    ):
+        adapter.update((torch.ones(2), torch.ones(2, dtype=torch.int64)))
 
 
 def test_reset_and_repr() -> None:
@@ -527,6 +574,18 @@ MISMATCHES: list[tuple[Callable[[], Metric | MetricCollection], dict[str, Any], 
     ),
     (
         ReconKLRatio,
+        _tampered(lambda e: e["states"].update(recon_sum=torch.full((3,), 0.5))),
+        r"Argument state_dict should hold a tensor of shape \(\) for the state recon_sum of "
+        r"ReconKLRatio, but given shape \(3,\)$",
+    ),
+    (
+        ReconKLRatio,
+        _tampered(lambda e: e["states"].update(kl_sum=torch.tensor(1 + 2j))),
+        r"Argument state_dict should hold a tensor of a floating-point dtype for the state "
+        r"kl_sum of ReconKLRatio, but given dtype torch.complex64$",
+    ),
+    (
+        ReconKLRatio,
         Average().state_dict(),  # an Ignite metric's
         r"Argument state_dict should be a TorchMetricsAdapter.state_dict\(\), "
         r"but given OrderedDict with keys \['accumulator', 'num_examples'\]",
@@ -545,6 +604,81 @@ def test_mismatched_state_dict_raises_and_changes_nothing(
         adapter.load_state_dict(state)
     _exactly(_states(adapter), before)
     _exactly(adapter.compute(), value)
+
+
+def _fed_state(metric: Metric, *batch: torch.Tensor) -> dict[str, Any]:
+    adapter = TorchMetricsAdapter(metric)
+    adapter.update(batch if len(batch) > 1 else batch[0])
+    return adapter.state_dict()
+
+
+def _edited(state: dict[str, Any], **states: torch.Tensor) -> dict[str, Any]:
+    (per_rank,) = state["__metric_state_per_rank"]
+    per_rank["metrics"][""]["states"].update(states)
+    return state
+
+
+LATENT = torch.tensor([[0.0, 1.0, 2.0, 3.0], [1.0, 1.0, 0.0, 3.0]])
+SHAPE_MISMATCHES: list[tuple[Callable[[], Metric], dict[str, Any], str]] = [
+    (
+        MeanMetric,
+        _edited(_fed_state(MeanMetric(), torch.tensor([1.0, 2.0])), weight=torch.ones(3)),
+        r"^Argument state_dict should hold a tensor of shape \(\) for the state weight of "
+        r"MeanMetric, but given shape \(3,\)$",
+    ),
+    (
+        ActiveUnits,
+        _edited(_fed_state(ActiveUnits(), LATENT), total=torch.tensor(2.0)),
+        r"^Argument state_dict should hold a tensor of an integer dtype for the state total of "
+        r"ActiveUnits, but given dtype torch.float32$",
+    ),
+    (
+        ActiveUnits,
+        _edited(_fed_state(ActiveUnits(), LATENT), total=torch.tensor([2, 2])),
+        r"^Argument state_dict should hold a tensor of shape \(\) for the state total of "
+        r"ActiveUnits, but given shape \(2,\)$",
+    ),
+    (
+        ActiveUnits,
+        _edited(_fed_state(ActiveUnits(), LATENT), sum_mu_sq=torch.zeros(3, dtype=torch.float64)),
+        r"^Argument state_dict should hold states sum_mu, sum_mu_sq, shift of one latent shape "
+        r"for ActiveUnits, but given sum_mu \(4,\), sum_mu_sq \(3,\), shift \(4,\)$",
+    ),
+    (
+        KLPerDimension,
+        _edited(_fed_state(KLPerDimension(), LATENT, LATENT), total=torch.tensor([2])),
+        r"^Argument state_dict should hold a tensor of shape \(\) for the state total of "
+        r"KLPerDimension, but given shape \(1,\)$",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "state", "message"), SHAPE_MISMATCHES)
+def test_states_of_another_shape_or_dtype_kind_are_refused_at_load(
+    make: Callable[[], Metric], state: dict[str, Any], message: str
+) -> None:
+    adapter = TorchMetricsAdapter(make())
+    before = _states(adapter)
+    with pytest.raises(ValueError, match=message):
+        adapter.load_state_dict(state)
+    _exactly(_states(adapter), before)
+
+
+def test_latent_shaped_states_load_fresh_fed_or_reset() -> None:
+    for make, batch in ((ActiveUnits, (LATENT,)), (KLPerDimension, (LATENT, LATENT))):
+        fed = _fed_state(make(), *batch)
+        fresh = TorchMetricsAdapter(make()).state_dict()
+        target = TorchMetricsAdapter(make())
+        target.load_state_dict(fed)
+        _exactly(target.compute(), _fed_adapter(make, batch).compute())
+        target.load_state_dict(fresh)  # a fresh metric's 0-dim sums load into a fed one
+        _exactly(_states(target), _states(TorchMetricsAdapter(make())))
+
+
+def _fed_adapter(make: Callable[[], Metric], batch: tuple[torch.Tensor, ...]) -> Any:
+    adapter = TorchMetricsAdapter(make())
+    adapter.update(batch if len(batch) > 1 else batch[0])
+    return adapter
 
 
 def test_failed_load_leaves_the_members_it_checked_untouched() -> None:

@@ -54,16 +54,111 @@ def test_large_mean_keeps_its_digits() -> None:
     torch.testing.assert_close(_variance(metric), reference, rtol=1e-12, atol=0)
 
 
-def test_shift_is_the_first_batch_mean_and_survives_reset() -> None:
+def _fresh_states() -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in ActiveUnits().metric_state.items()}
+
+
+def test_shift_is_the_first_batch_mean_and_reset_restores_a_new_metric() -> None:
     metric = ActiveUnits()
     first = _mu(8, 3, offset=5.0)
     metric.update(first)
     torch.testing.assert_close(metric.shift, first.double().mean(dim=0))
     metric.reset()
-    torch.testing.assert_close(metric.shift, first.double().mean(dim=0))
+    torch.testing.assert_close(dict(metric.metric_state), _fresh_states(), rtol=0, atol=0)
     second = _mu(6, 4, offset=-5.0)
     metric.update(second)
+    torch.testing.assert_close(metric.shift, second.double().mean(dim=0))
     torch.testing.assert_close(_variance(metric), second.double().var(dim=0, correction=0))
+
+
+def _poisoned(bad: float) -> torch.Tensor:
+    """Clean data with 2 active units (variances 0.04 and 1), one sample spoilt by ``bad``."""
+    mu = _mu(64, 9)
+    mu[5, 2] = bad
+    return mu
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("position", ["first", "later"])
+def test_non_finite_samples_are_left_out_with_a_warning(bad: float, position: str) -> None:
+    clean = _mu(64, 10)
+    spoilt = _poisoned(bad)
+    batches = [spoilt, clean] if position == "first" else [clean, spoilt]
+    metric = ActiveUnits()
+    for batch in batches:
+        if batch is spoilt:
+            with pytest.warns(
+                RuntimeWarning,
+                match=r"^ActiveUnits left out 1 of the 64 samples of mu that hold NaN or "
+                r"infinite values \(nan_strategy='warn'\)$",
+            ):
+                metric.update(batch)
+        else:
+            metric.update(batch)
+    kept = torch.cat([b[torch.isfinite(b).all(dim=1)] for b in batches]).double()
+    assert metric.total.item() == 127
+    torch.testing.assert_close(_variance(metric), kept.var(dim=0, correction=0))
+    assert metric.compute().item() == 2
+    metric.reset()  # and the next epoch of clean data starts afresh
+    metric.update(clean)
+    assert metric.compute().item() == 2
+    torch.testing.assert_close(metric.shift, clean.double().mean(dim=0))
+
+
+def test_ignore_leaves_out_silently_and_error_changes_nothing() -> None:
+    ignoring = ActiveUnits(nan_strategy="ignore")
+    ignoring.update(_poisoned(float("nan")))  # filterwarnings=error: no warning
+    assert (ignoring.total.item(), ignoring.compute().item()) == (63, 2)
+
+    strict = ActiveUnits(nan_strategy="error")
+    strict.update(_mu(10, 11, offset=2.0))
+    before = {k: v.clone() for k, v in strict.metric_state.items()}
+    message = (
+        r"^Argument mu should hold finite values with nan_strategy='error', "
+        r"but given 1 of 64 samples with NaN or infinite values$"
+    )
+    with pytest.raises(ValueError, match=message):
+        strict.update(_poisoned(float("inf")))
+    with pytest.raises(ValueError, match=message):
+        strict(_poisoned(float("nan")))  # forward: checked before the states are swapped out
+    torch.testing.assert_close(dict(strict.metric_state), before, rtol=0, atol=0)
+
+
+def test_all_samples_of_the_first_batch_non_finite_set_no_shift() -> None:
+    metric = ActiveUnits(nan_strategy="ignore")
+    metric.update(torch.full((4, 3), float("nan")))
+    torch.testing.assert_close(dict(metric.metric_state), _fresh_states(), rtol=0, atol=0)
+    mu = _mu(16, 12, offset=7.0)[:, :3]
+    metric.update(mu)
+    torch.testing.assert_close(metric.shift, mu.double().mean(dim=0))
+
+
+def test_nan_strategy_is_checked() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^Argument nan_strategy should be one of 'warn', 'ignore', 'error', "
+        r"but given 'disable'$",
+    ):
+        ActiveUnits(nan_strategy="disable")
+
+
+def test_forward_of_another_latent_shape_is_refused_and_keeps_the_sums() -> None:
+    metric = ActiveUnits()
+    metric(_mu(8, 13))
+    before = {k: v.clone() for k, v in metric.metric_state.items()}
+    with pytest.raises(ValueError, match=r"Argument mu should have shape \(B, 4\)"):
+        metric(torch.zeros(8, 3))
+    torch.testing.assert_close(dict(metric.metric_state), before, rtol=0, atol=0)
+
+
+def test_input_on_another_device_is_refused() -> None:
+    metric = ActiveUnits()
+    with pytest.raises(
+        ValueError,
+        match=r"^Argument mu should be on the metric's device cpu, but given a tensor on meta$",
+    ):
+        metric.update(torch.zeros(4, 2, device="meta"))
+    torch.testing.assert_close(dict(metric.metric_state), _fresh_states(), rtol=0, atol=0)
 
 
 def test_empty_first_batch_is_a_no_op() -> None:

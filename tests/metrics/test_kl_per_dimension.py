@@ -104,3 +104,19 @@ def test_loaded_states_keep_the_latent_shape_check() -> None:
     loaded.update(*_pair(2, 9, 3))
     saved.update(*_pair(2, 9, 3))
     torch.testing.assert_close(loaded.compute(), saved.compute(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("call", ["update", "forward"])
+def test_inputs_on_another_device_are_refused_and_keep_the_sums(call: str) -> None:
+    metric = KLPerDimension()
+    metric.update(torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2))
+    feed = metric.update if call == "update" else metric
+    with pytest.raises(
+        ValueError,
+        match=r"^Argument log_var should be on the metric's device cpu, "
+        r"but given a tensor on meta$",
+    ):
+        feed(torch.zeros(4, 2), torch.zeros(4, 2, device="meta"))
+    torch.testing.assert_close(
+        metric.compute(), torch.tensor([0.5, 0.0], dtype=torch.float64), rtol=0, atol=0
+    )

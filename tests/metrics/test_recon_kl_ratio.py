@@ -66,6 +66,26 @@ def test_update_errors() -> None:
         metric.update(torch.ones(4), torch.tensor(1.0))
 
 
+@pytest.mark.parametrize("call", ["update", "forward"])
+def test_inputs_on_another_device_are_refused_and_keep_the_sums(call: str) -> None:
+    metric = ReconKLRatio()
+    metric.update(torch.tensor([6.0]), torch.tensor([2.0]))
+    feed = metric.update if call == "update" else metric
+    meta = torch.ones(3, device="meta")
+    with pytest.raises(
+        ValueError,
+        match=r"^Argument recon should be on the metric's device cpu, "
+        r"but given a tensor on meta$",
+    ):
+        feed(meta, meta)
+    with pytest.raises(
+        ValueError,
+        match=r"^Argument kl should be on the metric's device cpu, but given a tensor on meta$",
+    ):
+        feed(torch.ones(3), meta)
+    assert metric.compute().item() == 3.0  # not NaN, and nothing lost
+
+
 def test_constants_and_torchmetrics_kwargs() -> None:
     assert ReconKLRatio.higher_is_better is None
     assert ReconKLRatio(compute_with_cache=False).compute_with_cache is False

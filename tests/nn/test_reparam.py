@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -76,6 +78,13 @@ def test_construction_errors():
         GaussianReparam(4, 2, dim=1)
     with pytest.raises(ValueError, match=r"Argument latent_dim should be a positive int"):
         GaussianReparam(4, 0)
+    for dim in ("1", 1.0, True):
+        with pytest.raises(
+            TypeError, match=rf"^Argument dim should be an int, but given {type(dim).__name__}$"
+        ):
+            GaussianReparam(dim=dim)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^Argument dim should be an int, but given str$"):
+        GaussianReparam(4, 2, dim="-1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"Argument log_var_range should be a \(low, high\) pair"):
         GaussianReparam(log_var_range=(1.0,))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"Argument log_var_range should satisfy low < high"):
@@ -92,6 +101,16 @@ def test_call_errors():
         layer(torch.zeros(2, 5, 3))
     with pytest.raises(ValueError, match=r"Arguments mu and log_var should have the same shape"):
         layer(torch.zeros(2, 3), torch.zeros(2, 4))
+    for dim, shape, needed in ((1, (4,), 2), (5, (2, 4), 6), (-3, (2, 4), 3)):
+        message = (
+            f"Argument x should have at least {needed} dimensions to split along dim={dim}, "
+            f"but given x.shape={shape}"
+        )
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            GaussianReparam(dim=dim)(torch.zeros(shape))
+    # The edges of the range split as torch counts dimensions.
+    out = GaussianReparam(dim=-2).eval()(torch.arange(8.0).reshape(2, 4))
+    assert out.mu.tolist() == [[0.0, 1.0, 2.0, 3.0]]
     with pytest.raises(TypeError, match=r"Argument x should be a floating-point tensor"):
         layer(torch.zeros(2, 4, dtype=torch.long))
 
@@ -115,3 +134,40 @@ def test_compiled_equals_eager():
         got = torch.compile(layer, fullgraph=True)(x)
         torch.manual_seed(1)
         torch.testing.assert_close(tuple(got), tuple(layer(x)))
+
+
+def test_the_default_splits_the_channels_of_a_conv_latent_and_the_features_of_a_linear_one():
+    layer = GaussianReparam().eval()
+    conv = torch.randn(2, 6, 5, 7)
+    out = layer(conv)
+    assert torch.equal(out.mu, conv[:, :3])  # channels, never the width
+    assert torch.equal(out.log_var, conv[:, 3:])
+    linear = torch.randn(4, 10)
+    out = layer(linear)
+    assert torch.equal(out.mu, linear[:, :5])
+    assert layer.dim == 1
+    assert GaussianReparam(3, 2).dim == -1  # a head writes the last dimension
+    with pytest.raises(ValueError, match=r"should have an even size along dim=1"):
+        layer(torch.randn(2, 5, 4, 4))
+
+
+def test_the_pair_by_position_or_by_name():
+    layer = GaussianReparam().eval()
+    mu, log_var = torch.randn(3, 2), torch.randn(3, 2)
+    for out in (layer(mu, log_var), layer(mu=mu, log_var=log_var), layer(mu, log_var=log_var)):
+        assert torch.equal(out.mu, mu)
+        assert torch.equal(out.log_var, log_var)
+    with pytest.raises(
+        ValueError,
+        match=r"Argument mu should be given once with log_var, positionally or by name, but "
+        r"given x and mu and log_var",
+    ):
+        layer(mu, log_var, mu=mu)
+    with pytest.raises(
+        ValueError, match=r"Arguments x, or mu and log_var, should be given, but given mu"
+    ):
+        layer(mu=mu)
+    with pytest.raises(
+        ValueError, match=r"Arguments x, or mu and log_var, should be given, but given none"
+    ):
+        layer()

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from vaekit import VAELoss
+from vaekit.demo.checkpoints import demo_checkpoints
 from vaekit.demo.config import SCHEDULES, DemoConfig, build_beta
 from vaekit.demo.data import DataError, load_data
 from vaekit.demo.report import format_table, read_csv, write_compare
-from vaekit.demo.train import launch
+from vaekit.demo.train import RunError, launch
 from vaekit.functional.loss import RECONS
 
 __all__ = ["main"]
+
+_MAX_SEED = 2**32 - 1  # the derived seeds of batches and noise stay within torch's range
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,8 +50,10 @@ def _parser() -> argparse.ArgumentParser:
         "--recon-goal", type=float, default=d.recon_goal, help="reconstruction goal of 'geco'"
     )
     p.add_argument("--lr", type=float, default=d.lr, help="Adam's learning rate")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of data order and init")
-    p.add_argument("--out", type=Path, default=Path("vaekit-out"), help="output directory")
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help="seed of data order and init, 0 to 2**32 - 1"
+    )
+    p.add_argument("--out", default="vaekit-out", help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument(
@@ -74,8 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(
                 f"--{name.replace('_', '-')} should be >= 1, but given {getattr(args, name)}"
             )
-    if not args.lr > 0:
-        parser.error(f"--lr should be > 0, but given {args.lr}")
+    if not 0 < args.lr < math.inf:
+        parser.error(f"--lr should be a finite number > 0, but given {args.lr}")
+    if not 0 <= args.seed <= _MAX_SEED:
+        parser.error(f"--seed should be an int in [0, 2**32 - 1], but given {args.seed}")
+    if not args.out.strip():
+        parser.error(f"--out should name a directory, but given {args.out!r}")
+    args.out = Path(args.out)
     try:
         n = len(load_data(args.data))
     except DataError as err:
@@ -103,12 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         parser.error(problem)
     outs = {s: args.out if len(schedules) == 1 else args.out / s for s in schedules}
-    problem = _check_resume(config, outs) if args.resume else None
+    problem = (_check_resume(config, outs) if args.resume else None) or _check_out(outs)
     if problem:
         print(f"vaekit-demo: error: {problem}", file=sys.stderr)
         return 2
     try:
         launch(config, outs, resume=args.resume, device=args.device)
+    except RunError as err:
+        print(f"vaekit-demo: error: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print(
             f"\nvaekit-demo: interrupted; the last checkpoint is in {args.out}: run the same "
@@ -129,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_settings(config: DemoConfig, schedules: list[str], device: str) -> str | None:
     """What is wrong with the settings, in the components' own words, or None."""
+    if math.isfinite(config.free_bits) and config.free_bits > torch.finfo(torch.float32).max:
+        return f"--free-bits should be a finite float32 number, but given {config.free_bits:g}"
     try:
         kind = torch.device(device).type
         VAELoss(config.recon, beta=config.beta, free_bits=config.free_bits)
@@ -136,20 +153,58 @@ def _check_settings(config: DemoConfig, schedules: list[str], device: str) -> st
             build_beta(schedule, config, total_steps=config.epochs)
     except (RuntimeError, TypeError, ValueError) as err:
         return str(err).splitlines()[0]
+    if kind == "meta":
+        return f"--device should hold data (cpu, cuda, ...), but given {device!r}"
     if kind == "cuda" and not torch.cuda.is_available():
         return f"--device {device} is not available: torch sees no CUDA device"
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as err:  # torch asserts on a backend it lacks
+        return f"--device {device} is not available: {str(err).splitlines()[0]}"
+    return None
+
+
+def _check_out(outs: dict[str, Path]) -> str | None:
+    """Why the run cannot write its outputs, or None; creates the directories it will write."""
+    for out in outs.values():
+        target = out / "checkpoints"
+        existing = next((p for p in (target, *target.parents) if p.exists()), Path("."))
+        if not existing.is_dir():
+            return f"--out {out} should be a writable directory, but {existing} is not a directory"
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=target):
+                pass
+        except OSError as err:
+            return (
+                f"--out {out} should be a writable directory, but {target} cannot be written "
+                f"({err.strerror or type(err).__name__})"
+            )
     return None
 
 
 def _check_resume(config: DemoConfig, outs: dict[str, Path]) -> str | None:
     """Why ``--resume`` cannot continue, or None; a schedule not yet started starts afresh."""
-    started = [out for out in outs.values() if any((out / "checkpoints").glob("checkpoint_*.pt"))]
+    started = [out for out in outs.values() if demo_checkpoints(out / "checkpoints")]
     if not started:
         where = ", ".join(str(out / "checkpoints") for out in outs.values())
         return f"--resume: no checkpoint in {where}; run without --resume"
     now = config.to_dict()
     for out in started:
-        saved = json.loads((out / "config.json").read_text())
+        path = out / "config.json"
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            reason = "it is missing" if isinstance(err, FileNotFoundError) else f"({err})"
+            return (
+                f"--resume needs the settings in {path}, but {reason}; restore it, or run "
+                "without --resume to start afresh"
+            )
+        if not isinstance(saved, dict) or set(saved) != set(now):
+            return (
+                f"--resume needs the settings in {path}, but it does not hold the demo's "
+                "settings; restore it, or run without --resume to start afresh"
+            )
         changed = [
             f"--{k.replace('_', '-')} was {v!r}, now {now.get(k)!r}"
             for k, v in saved.items()

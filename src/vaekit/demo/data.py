@@ -93,13 +93,16 @@ def _read(path: Path) -> np.ndarray | Tensor:
 
 
 def _validate(path: Path, array: np.ndarray | Tensor) -> Tensor:
+    if isinstance(array, Tensor) and array.layout != torch.strided:
+        raise _fail(path, f"got a tensor of layout {array.layout}; save a dense tensor")
     shape = tuple(array.shape)
     if len(shape) not in (2, 4) or any(s == 0 for s in shape):
         raise _fail(path, f"got shape {shape}")
     if shape[0] < 2:
         raise _fail(path, f"got shape {shape}, which has fewer than 2 samples")
     if isinstance(array, np.ndarray):
-        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        numeric = np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+        if not numeric or np.iscomplexobj(array):
             raise _fail(path, f"got dtype {array.dtype}")
         array = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
     elif array.is_complex():

@@ -18,24 +18,28 @@ def _weighted(key: str) -> Callable[[Mapping[str, Tensor]], tuple[Tensor, Tensor
     return lambda out: (out[key], out["n"])
 
 
-def attach_metrics(trainer: Engine, evaluator: Engine) -> None:
+def attach_metrics(trainer: Engine, evaluator: Engine, *, device: str = "cpu") -> None:
     """Attach the training-loss average to ``trainer`` and the monitors to ``evaluator``.
 
     ``evaluator``'s outputs hold a batch's mean ``recon`` and ``kl`` (per data point), its
     posterior ``mu`` and ``log_var`` and its size ``n``; weighting by ``n`` makes every metric
-    exact over the whole data, whatever the batch sizes and the number of processes.
+    exact over the whole data, whatever the batch sizes and the number of processes. The
+    metrics live on ``device``, the device of the engines' outputs.
     """
-    TorchMetricsAdapter(MeanMetric(), output_transform=lambda o: o["loss"]).attach(
+    TorchMetricsAdapter(MeanMetric().to(device), output_transform=lambda o: o["loss"]).attach(
         trainer, "train_loss"
     )
     for name in ("recon", "kl"):
-        TorchMetricsAdapter(MeanMetric(), output_transform=_weighted(name)).attach(evaluator, name)
+        TorchMetricsAdapter(MeanMetric().to(device), output_transform=_weighted(name)).attach(
+            evaluator, name
+        )
     TorchMetricsAdapter(
-        ReconKLRatio(), output_transform=lambda o: (o["recon"] * o["n"], o["kl"] * o["n"])
+        ReconKLRatio().to(device),
+        output_transform=lambda o: (o["recon"] * o["n"], o["kl"] * o["n"]),
     ).attach(evaluator, "recon_kl_ratio")
-    TorchMetricsAdapter(ActiveUnits(), output_transform=lambda o: o["mu"]).attach(
+    TorchMetricsAdapter(ActiveUnits().to(device), output_transform=lambda o: o["mu"]).attach(
         evaluator, "active_units"
     )
     TorchMetricsAdapter(
-        KLPerDimension(), output_transform=lambda o: (o["mu"], o["log_var"])
+        KLPerDimension().to(device), output_transform=lambda o: (o["mu"], o["log_var"])
     ).attach(evaluator, "kl_per_dim")

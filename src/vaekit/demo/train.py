@@ -7,18 +7,20 @@ import logging
 import math
 import socket
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
+from ignite.handlers import Checkpoint, ProgressBar
 from torch import Tensor, nn
+from torch.multiprocessing.spawn import ProcessRaisedException
 from torch.optim import Optimizer
 
 from vaekit import VAELoss
+from vaekit.demo.checkpoints import AtomicSaver, demo_checkpoints, load_newest, remove_checkpoints
 from vaekit.demo.config import DemoConfig, build_beta
 from vaekit.demo.data import load_data
 from vaekit.demo.model import VAE
@@ -27,10 +29,31 @@ from vaekit.demo.report import write_csv, write_report, write_samples
 from vaekit.handlers import BetaController, BetaScheduler
 from vaekit.schedules import GECO, Controller
 
-__all__ = ["INTERRUPT_AT", "Batches", "History", "launch", "train"]
+__all__ = [
+    "Batches",
+    "DivergedError",
+    "History",
+    "ResumeError",
+    "RunError",
+    "launch",
+    "train",
+]
 
-# Test hook: (schedule, iteration) after which to raise KeyboardInterrupt, as a Ctrl-C would.
-INTERRUPT_AT: tuple[str, int] | None = None
+
+class RunError(Exception):
+    """A run that cannot go on; the message is one line, ``exit_code`` the program's status."""
+
+    exit_code = 1
+
+
+class ResumeError(RunError):
+    """``--resume`` found no checkpoint that loads."""
+
+    exit_code = 2
+
+
+class DivergedError(RunError):
+    """Training reached a NaN or infinite state; the last finite checkpoint is kept."""
 
 
 class Batches:
@@ -89,14 +112,27 @@ def launch(config: DemoConfig, outs: Mapping[str, Path], *, resume: bool, device
         _worker(0, config, outs, resume, device)
         return
     backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
-    idist.spawn(
-        backend,
-        _worker,
-        (config, outs, resume, device),
-        nproc_per_node=n,
-        master_addr="127.0.0.1",
-        master_port=_free_port(),
-    )
+    try:
+        idist.spawn(
+            backend,
+            _worker,
+            (config, outs, resume, device),
+            nproc_per_node=n,
+            master_addr="127.0.0.1",
+            master_port=_free_port(),
+        )
+    except ProcessRaisedException as err:
+        raise _run_error_of(err) or err from None
+
+
+def _run_error_of(err: ProcessRaisedException) -> RunError | None:
+    """The RunError a spawned process raised, rebuilt from the traceback it sent, or None."""
+    last = err.msg.rstrip().splitlines()[-1]
+    for kind in (RunError, ResumeError, DivergedError):
+        prefix = f"{kind.__module__}.{kind.__qualname__}: "
+        if last.startswith(prefix):
+            return kind(last[len(prefix) :])
+    return None
 
 
 def _worker(
@@ -130,13 +166,15 @@ def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device:
     # Uneven evaluation shards, all of the data: the metrics reduce exactly across processes.
     eval_data = Batches(x[rank::world], 512, seed=0, shuffle=False)
 
-    trainer = Engine(_train_step(model, optimizer, loss_fn, config, device))
+    checkpoints = out / "checkpoints"
+    diverged = _divergence(schedule, checkpoints)
+    trainer = Engine(_train_step(model, optimizer, loss_fn, config, device, diverged))
     evaluator = Engine(_eval_step(model, config, device))
     trainer.logger.setLevel(logging.CRITICAL)  # a Ctrl-C is reported once, by main()
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: data.set_epoch(e.state.epoch - 1))
     steps = config.epochs * len(data)
     beta = _attach_beta(trainer, build_beta(schedule, config, steps), loss_fn)
-    attach_metrics(trainer, evaluator)
+    attach_metrics(trainer, evaluator, device=device)
     history = History()
     trainer.add_event_handler(
         Events.ITERATION_STARTED, lambda _: history.betas.append(float(loss_fn.beta))
@@ -144,7 +182,13 @@ def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device:
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def evaluate(engine: Engine) -> None:
+        # Before the checkpoint of this epoch: a state that is not finite is never saved.
+        state = [*_unwrap(model).state_dict().values(), *_tensors(optimizer.state_dict())]
+        if not _all_finite(state) or not math.isfinite(engine.state.metrics["train_loss"]):
+            raise diverged(engine, "the model or optimizer state is NaN or infinite")
         metrics = {**engine.state.metrics, **evaluator.run(eval_data).metrics}
+        if not all(math.isfinite(float(metrics[k])) for k in ("recon", "kl")):
+            raise diverged(engine, "the evaluation loss is NaN or infinite")
         history.append(engine.state.epoch, engine.state.iteration, metrics)
 
     to_save = {
@@ -154,23 +198,21 @@ def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device:
         "beta": beta,
         "history": history,
     }
-    saver = DiskSaver(out / "checkpoints", require_empty=False)
-    # Two kept: Ignite removes the older file before writing the newer one, and a Ctrl-C between
-    # the two must still leave a complete checkpoint behind.
-    checkpoint = Checkpoint(to_save, saver, n_saved=2, include_self=True)
+    # The saver keeps the two newest files, read from the directory: nothing in a checkpoint
+    # lists other files (n_saved=None, no include_self), so none can name a file that is gone.
+    checkpoint = Checkpoint(to_save, AtomicSaver(checkpoints, keep=2), n_saved=None)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
-    last = _last_checkpoint(out) if resume else None
-    if last is not None:
-        Checkpoint.load_objects({**to_save, "checkpointer": checkpoint}, last)
+    if resume and demo_checkpoints(checkpoints):
+        report = _report if rank == 0 else _quiet
+        if load_newest(checkpoints, to_save, report) is None:
+            raise ResumeError(
+                f"--resume: no checkpoint in {checkpoints} loads; run without --resume to start "
+                "afresh (which removes them)"
+            )
     elif rank == 0:  # a fresh run: no stale checkpoint for a later --resume to pick up
-        for old in (out / "checkpoints").glob("checkpoint_*.pt"):
-            old.unlink()
+        remove_checkpoints(checkpoints)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    if INTERRUPT_AT is not None and INTERRUPT_AT[0] == schedule:
-        trainer.add_event_handler(
-            Events.ITERATION_COMPLETED(once=INTERRUPT_AT[1]), _keyboard_interrupt
-        )
     if rank == 0 and sys.stderr.isatty():  # a bar in a terminal, no carriage returns in logs
         ProgressBar(desc=schedule).attach(
             trainer, output_transform=lambda out: {"loss": out["loss"]}, state_attributes=["beta"]
@@ -188,7 +230,12 @@ Step = Callable[[Engine, Tensor], dict[str, Tensor]]
 
 
 def _train_step(
-    model: nn.Module, optimizer: Optimizer, loss_fn: VAELoss, config: DemoConfig, device: str
+    model: nn.Module,
+    optimizer: Optimizer,
+    loss_fn: VAELoss,
+    config: DemoConfig,
+    device: str,
+    diverged: Callable[[Engine, str], DivergedError],
 ) -> Step:
     rank = idist.get_rank()
 
@@ -202,6 +249,9 @@ def _train_step(
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
+        # The parameters are the same on every process (DDP), so all stop together here.
+        if not _all_finite(model.parameters()):
+            raise diverged(engine, "the model's parameters are NaN or infinite")
         return {"loss": out.loss.detach(), "recon": out.recon.detach(), "kl": out.kl.detach()}
 
     return step
@@ -236,19 +286,52 @@ def _attach_beta(trainer: Engine, beta: Any, loss_fn: VAELoss) -> BetaScheduler 
     return handler  # type: ignore[no-any-return]
 
 
-def _keyboard_interrupt(engine: Engine) -> None:
-    raise KeyboardInterrupt
-
-
 def _unwrap(model: nn.Module) -> VAE:
     inner = getattr(model, "module", model)
     assert isinstance(inner, VAE)
     return inner
 
 
-def _last_checkpoint(out: Path) -> Path | None:
-    files = (out / "checkpoints").glob("checkpoint_*.pt")
-    return max(files, key=lambda p: int(p.stem.rsplit("_", 1)[1]), default=None)
+def _all_finite(tensors: Iterable[Any]) -> bool:
+    """Whether every floating-point tensor of ``tensors`` is finite (one device sync)."""
+    flags = [t.isfinite().all() for t in tensors if isinstance(t, Tensor) and t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _tensors(state: Any) -> Iterator[Any]:
+    """The leaves of a nested state dict."""
+    if isinstance(state, Mapping):
+        for value in state.values():
+            yield from _tensors(value)
+    elif isinstance(state, (list, tuple)):
+        for value in state:
+            yield from _tensors(value)
+    else:
+        yield state
+
+
+def _divergence(schedule: str, checkpoints: Path) -> Callable[[Engine, str], DivergedError]:
+    """A builder of the error that stops a diverged run, naming the checkpoint it keeps."""
+
+    def error(engine: Engine, what: str) -> DivergedError:
+        found = demo_checkpoints(checkpoints)
+        kept = "no checkpoint was written"
+        if found:
+            kept = f"the last good checkpoint is {found[0][1]}"
+        return DivergedError(
+            f"the {schedule} run diverged at iteration {engine.state.iteration} (epoch "
+            f"{engine.state.epoch}): {what}; {kept}; try a smaller --lr"
+        )
+
+    return error
+
+
+def _report(message: str) -> None:
+    print(f"vaekit-demo: {message}", file=sys.stderr)
+
+
+def _quiet(message: str) -> None:
+    pass
 
 
 class History:

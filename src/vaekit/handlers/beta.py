@@ -2,7 +2,6 @@ r"""Ignite handlers that drive :math:`\beta` from a schedule or a feedback contr
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,6 +10,8 @@ from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from ignite.handlers.state_param_scheduler import StateParamScheduler
 from torch import Tensor
 
+from vaekit._checks import check_int, check_state_dict
+from vaekit._observation import entry_of, observation_to_float
 from vaekit.schedules import Controller
 
 __all__ = ["BetaController", "BetaScheduler"]
@@ -40,9 +41,11 @@ class BetaScheduler(StateParamScheduler):
         save_history: also append each value to ``engine.state.param_history[param_name]``.
 
     Raises:
-        TypeError: if ``schedule`` is not callable or a name is not a str.
-        ValueError: if ``target`` has no attribute ``attr``, or on ``attach`` if
-            ``engine.state`` already has ``param_name``.
+        TypeError: if ``schedule`` is not callable or a name is not a str; at
+            ``load_state_dict``, if the saved number of firings is not an int.
+        ValueError: if ``target`` has no attribute ``attr``, on ``attach`` if
+            ``engine.state`` already has ``param_name``, or at ``load_state_dict`` if the state
+            has other keys or a negative number of firings.
 
     Example:
         >>> from ignite.engine import Engine
@@ -95,6 +98,17 @@ class BetaScheduler(StateParamScheduler):
             setattr(self.target, self.attr, value)
         if self.save_history:
             engine.state.param_history[self.param_name].append(value)  # type: ignore[attr-defined]
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the number of firings saved by ``state_dict()``; a refused state changes nothing.
+
+        Raises:
+            TypeError: if ``state_dict`` is not a mapping or its ``event_index`` is not an int.
+            ValueError: if its keys are not ``['event_index']`` or ``event_index`` is negative.
+        """
+        check_state_dict(state_dict, self._state_attrs)
+        check_int("state_dict['event_index']", state_dict["event_index"])
+        super().load_state_dict(state_dict)
 
     @classmethod
     def simulate_values(cls, num_events: int, **scheduler_kwargs: Any) -> list[list[int]]:
@@ -186,7 +200,7 @@ class BetaController:
         engine.add_event_handler(event, self)
 
     def __call__(self, engine: Engine) -> None:
-        observation = _to_float(self.output_transform(engine.state.output))
+        observation = observation_to_float(self.output_transform(engine.state.output))
         world_size = idist.get_world_size()
         if world_size > 1:
             observation = float(idist.all_reduce(observation)) / world_size
@@ -220,27 +234,10 @@ def _check_target(target: object | None, attr: object, param_name: object) -> No
 
 
 def _kl_of(output: Any) -> Any:
-    if isinstance(output, Mapping) and "kl" in output:
-        return output["kl"]
-    if hasattr(output, "kl"):
-        return output.kl
-    raise TypeError(
-        "Argument output_transform is needed: engine.state.output should have a 'kl' entry "
-        f"or attribute, but given {type(output).__name__}"
-    )
-
-
-def _to_float(value: object) -> float:
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                "The observation should be a number or a one-element tensor, "
-                f"but given a tensor of shape {tuple(value.shape)}"
-            )
-        return float(value.item())
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    try:
+        return entry_of(output, "kl")
+    except LookupError:
         raise TypeError(
-            "The observation should be a number or a one-element tensor, "
-            f"but given {type(value).__name__}"
-        )
-    return float(value)
+            "Argument output_transform is needed: engine.state.output should have a 'kl' entry "
+            f"or attribute, but given {type(output).__name__}"
+        ) from None

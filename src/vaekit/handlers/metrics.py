@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,33 @@ def _save(metric: Metric) -> dict[str, Any]:
     }
 
 
+def _arguments(output: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A transformed output as the arguments of ``update``: a tuple's items, a mapping's items
+    as keywords, anything else as the single argument."""
+    if isinstance(output, tuple):
+        return output, {}
+    if isinstance(output, Mapping):
+        return (), dict(output)
+    return (output,), {}
+
+
+def _call_problem(metric: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """Python's reason why ``metric.update`` cannot take ``args`` and ``kwargs``, or None."""
+    try:
+        inspect.signature(metric.update).bind(*args, **kwargs)
+    except TypeError as err:
+        return str(err)
+    return None
+
+
+def _summary_of(output: Any) -> str:
+    if isinstance(output, tuple):
+        return f"a tuple of {len(output)} items"
+    if isinstance(output, Mapping):
+        return f"a {type(output).__name__} with keys {sorted(map(str, output))}"
+    return f"a {type(output).__name__}"
+
+
 def _summary(value: object) -> str:
     keys = f" with keys {sorted(map(str, value))}" if isinstance(value, Mapping) else ""
     return type(value).__name__ + keys
@@ -77,6 +105,39 @@ def _check_entry(name: str, metric: Metric, entry: Mapping[str, Any]) -> None:
                 f"Argument state_dict should hold a {kind.__name__} for the state {state} of "
                 f"{where}, but given {type(states[state]).__name__}"
             )
+        saved, current = states[state], getattr(metric, state)
+        if isinstance(saved, torch.Tensor) and _kind(saved.dtype) != _kind(current.dtype):
+            wanted = _kind(current.dtype)
+            raise ValueError(
+                "Argument state_dict should hold a tensor of "
+                f"{'an' if wanted == 'integer' else 'a'} {wanted} dtype for the state {state} of "
+                f"{where}, but given dtype {saved.dtype}"
+            )
+    problem = _shape_problem(metric, states, where)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _kind(dtype: torch.dtype) -> str:
+    """The kind of values ``dtype`` holds; a state loads into its metric's dtype of its kind."""
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "floating-point"
+    return "bool" if dtype == torch.bool else "integer"
+
+
+def _shape_problem(metric: Metric, states: Mapping[str, Any], where: str) -> str | None:
+    """Why the saved tensor states cannot be ``metric``'s by their shapes, or None.
+
+    A vaekit metric knows which of its sums take the latent shape; any other metric's tensor
+    states keep the shapes of their defaults, as torchmetrics' sum states do.
+    """
+    from vaekit.metrics._base import _default_shape_problem, _SumStateMetric
+
+    if isinstance(metric, _SumStateMetric):
+        return metric._state_shape_problem(states, where)
+    return _default_shape_problem(metric, states, where)
 
 
 def _load(metric: Metric, entry: Mapping[str, Any]) -> None:
@@ -155,9 +216,11 @@ class TorchMetricsAdapter(IgniteMetric):
     Raises:
         ImportError: if torchmetrics (extra ``metrics``) is not installed.
         TypeError: if ``metric`` is neither a torchmetrics ``Metric`` nor a ``MetricCollection``,
-            or ``output_transform`` is not callable.
+            or ``output_transform`` is not callable; after an iteration, if the transformed
+            output does not fit the arguments of ``metric.update``.
         ValueError: at ``load_state_dict``, if the state dict was saved from another metric (other
-            classes, collection keys or state names); nothing is loaded then.
+            classes, collection keys or state names) or holds states of another shape or kind
+            of dtype (a vector for a scalar sum, a float for a count); nothing is loaded then.
 
     Example:
         >>> import torch
@@ -262,12 +325,29 @@ class TorchMetricsAdapter(IgniteMetric):
             collection._compute_groups_create_state_ref()
 
     def update(self, output: Any) -> None:
-        if isinstance(output, tuple):
-            self.metric.update(*output)
-        elif isinstance(output, Mapping):
-            self.metric.update(**output)
-        else:
-            self.metric.update(output)
+        args, kwargs = _arguments(output)
+        try:
+            self.metric.update(*args, **kwargs)
+        except TypeError:
+            problem = _call_problem(self.metric, args, kwargs)
+            if problem is None:  # the arguments fit: a TypeError of the metric's own
+                raise
+            raise self._transform_error(output, problem) from None
+
+    def _transform_error(self, output: Any, problem: str) -> TypeError:
+        signature = inspect.signature(self.metric.update)
+        params = [p.replace(annotation=p.empty) for p in signature.parameters.values()]
+        update = f"{type(self.metric).__name__}.update({', '.join(map(str, params))})"
+        if self._output_transform is _identity:
+            return TypeError(
+                f"Argument output_transform is needed: {update} cannot take "
+                f"engine.state.output, {_summary_of(output)} ({problem}); pass an "
+                "output_transform that returns its arguments (a tuple or a dict of keywords)"
+            )
+        return TypeError(
+            f"Argument output_transform should return the arguments of {update}, but given "
+            f"{_summary_of(output)} ({problem})"
+        )
 
     def compute(self) -> Any:
         return self.metric.compute()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -34,6 +34,64 @@ class _SumStateMetric(Metric):
     def _aligned(self, incoming_state: dict[str, Any] | Metric) -> dict[str, Any] | Metric:
         """Return ``incoming_state`` made summable with this metric's states."""
         return incoming_state
+
+    def _state_shape_problem(self, states: Mapping[str, Any], where: str) -> str | None:
+        """Why saved ``states`` cannot be this metric's by their shapes, or None.
+
+        A sum keeps the shape of its default; a metric with latent-shaped sums says otherwise.
+        """
+        return _default_shape_problem(self, states, where)
+
+
+def _default_shape_problem(metric: Metric, states: Mapping[str, Any], where: str) -> str | None:
+    """The error message if a saved tensor state of ``metric`` lacks its default's shape."""
+    for name, default in metric._defaults.items():
+        saved = states.get(name)
+        if not (isinstance(default, Tensor) and isinstance(saved, Tensor)):
+            continue
+        if saved.shape != default.shape:
+            return (
+                f"Argument state_dict should hold a tensor of shape {tuple(default.shape)} "
+                f"for the state {name} of {where}, but given shape {tuple(saved.shape)}"
+            )
+    return None
+
+
+def _latent_shape_problem(
+    states: Mapping[str, Any], names: tuple[str, ...], where: str
+) -> str | None:
+    """The error message unless the saved tensors ``names`` share one (latent) shape."""
+    shapes = [tuple(states[n].shape) for n in names if isinstance(states.get(n), Tensor)]
+    if len(set(shapes)) > 1:
+        given = ", ".join(f"{n} {shape}" for n, shape in zip(names, shapes, strict=True))
+        return (
+            f"Argument state_dict should hold states {', '.join(names)} of one latent shape "
+            f"for {where}, but given {given}"
+        )
+    return None
+
+
+def _scalar_problem(states: Mapping[str, Any], name: str, where: str) -> str | None:
+    saved = states.get(name)
+    if isinstance(saved, Tensor) and saved.dim() != 0:
+        return (
+            f"Argument state_dict should hold a tensor of shape () for the state {name} of "
+            f"{where}, but given shape {tuple(saved.shape)}"
+        )
+    return None
+
+
+def _check_device(name: str, value: Tensor, device: torch.device) -> None:
+    """Raise ValueError unless ``value`` is on the metric's ``device``.
+
+    A 0-dim CPU state would take a sum from another device silently (torch combines a CPU scalar
+    with any device), and a meta tensor's sum has no value: a NaN or a meta state would follow.
+    """
+    if value.device != device:
+        raise ValueError(
+            f"Argument {name} should be on the metric's device {device}, "
+            f"but given a tensor on {value.device}"
+        )
 
 
 def _format_batched(latent_shape: tuple[int, ...]) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,9 +21,18 @@ from vaekit.functional.monitors import (
     _active_units_update,
     _check_batched,
 )
-from vaekit.metrics._base import _agree_latent_shape, _check_latent_shape, _SumStateMetric
+from vaekit.metrics._base import (
+    _agree_latent_shape,
+    _check_device,
+    _check_latent_shape,
+    _latent_shape_problem,
+    _scalar_problem,
+    _SumStateMetric,
+)
 
 __all__ = ["ActiveUnits"]
+
+_NAN_STRATEGIES = ("warn", "ignore", "error")
 
 if not _MATPLOTLIB_AVAILABLE:  # pragma: no cover - matplotlib ships with the demo extra
     __doctest_skip__ = ["ActiveUnits.plot"]
@@ -53,10 +63,11 @@ class ActiveUnits(_SumStateMetric):
     :math:`k = 0` this difference of two large numbers loses every digit when the mean is large
     relative to the spread (in float64, a relative error of about
     :math:`10^{-16} (\bar\mu / \sigma)^2`). So the shift :math:`k`, a fourth state, is the mean
-    of the first batch, close to the mean of all data, and is kept by :meth:`reset` (which
-    keeps ``forward`` consistent). Sums about two shifts are combined by moving one set to the
-    other shift, :math:`S_1 + n\delta` and :math:`S_2 + 2\delta S_1 + n\delta^2`, exact algebra
-    on small numbers: ``merge_state`` moves the incoming sums to this metric's shift, and
+    of the first batch since creation or :meth:`reset`, close to the mean of all data. Sums
+    about two shifts are combined by moving one set to the other shift, :math:`S_1 + n\delta`
+    and :math:`S_2 + 2\delta S_1 + n\delta^2`, exact algebra on small numbers: ``forward``
+    moves the batch's sums to the shift of the sums before it, ``merge_state`` moves the
+    incoming sums to this metric's shift, and
     before the states are summed across processes every process moves its sums to the shift of
     the first process that has one (process 0 unless it has seen no sample), so every process
     sums identical terms and gets the identical result (the shift state is then reduced with
@@ -66,20 +77,30 @@ class ActiveUnits(_SumStateMetric):
 
     ``update(mu)`` takes the posterior mean of shape ``(B, *latent)``; the first update fixes
     ``latent`` for the lifetime of the metric. Inputs are detached. Before any update,
-    torchmetrics warns and the count is 0.
+    torchmetrics warns and the count is 0. :meth:`reset` restores the state of a new metric.
+
+    **Non-finite means.** One NaN or infinity would make a unit's variance NaN, which counts
+    as inactive, and a shift taken from it would spoil every later sum. As with torchmetrics'
+    aggregators, ``nan_strategy`` says what happens to a sample (a row of ``mu``) holding a NaN
+    or an infinity: ``"warn"`` (the default) leaves it out with a RuntimeWarning, ``"ignore"``
+    leaves it out silently, ``"error"`` raises and leaves the metric unchanged. Finding them
+    costs one device synchronisation per update.
 
     Args:
         threshold: variance above which a latent element counts as active, ``>= 0``.
+        nan_strategy: ``"warn"`` | ``"ignore"`` | ``"error"``, for samples that are not finite.
         kwargs: torchmetrics' metric keyword arguments (``dist_sync_on_step``,
             ``process_group``, ``sync_on_compute``, ...).
 
     Raises:
         TypeError: if ``threshold`` is not a number; at update, if ``mu`` is not a
             floating-point tensor.
-        ValueError: if ``threshold`` is negative or not finite; at update, if ``mu`` has no
-            batch dimension or a latent shape other than the earlier updates'; at merge, if the
-            incoming latent shape differs; at a distributed ``compute()``, on every process, if
-            the processes' latent shapes differ.
+        ValueError: if ``threshold`` is negative or not finite or ``nan_strategy`` is unknown;
+            at update, if ``mu`` has no batch dimension, is not on the metric's device, has a
+            latent shape other than the earlier updates', or, with ``nan_strategy="error"``,
+            holds a NaN or an infinity; at merge, if the incoming latent shape differs; at a
+            distributed ``compute()``, on every process, if the processes' latent shapes
+            differ.
 
     Example:
         >>> import torch
@@ -92,7 +113,16 @@ class ActiveUnits(_SumStateMetric):
         ...     au.update(mu)
         >>> au.compute()  # variances about 1, 1e-4 and 0
         tensor(1)
-    """
+        >>> mu = torch.tensor([[0.0, 1.0], [float("nan"), 2.0], [1.0, 3.0]])
+        >>> au = ActiveUnits(nan_strategy="ignore")
+        >>> au.update(mu)
+        >>> au.compute(), au.total  # variances 0.25 and 1 of the two finite samples
+        (tensor(2), tensor(2))
+        >>> ActiveUnits(nan_strategy="error").update(mu)
+        Traceback (most recent call last):
+        ...
+        ValueError: Argument mu should hold finite values with nan_strategy='error', but given 1 of 3 samples with NaN or infinite values
+    """  # noqa: E501
 
     higher_is_better = True
     plot_lower_bound = 0.0
@@ -102,9 +132,17 @@ class ActiveUnits(_SumStateMetric):
     sum_mu_sq: Tensor
     shift: Tensor
 
-    def __init__(self, *, threshold: float = 0.01, **kwargs: Any) -> None:
+    def __init__(
+        self, *, threshold: float = 0.01, nan_strategy: str = "warn", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.threshold = check_non_negative("threshold", threshold)
+        if nan_strategy not in _NAN_STRATEGIES:
+            choices = ", ".join(repr(c) for c in _NAN_STRATEGIES)
+            raise ValueError(
+                f"Argument nan_strategy should be one of {choices}, but given {nan_strategy!r}"
+            )
+        self.nan_strategy = nan_strategy
         f64 = torch.float64
         self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("sum_mu", default=torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
@@ -117,10 +155,8 @@ class ActiveUnits(_SumStateMetric):
 
     def update(self, mu: Tensor) -> None:
         """Add a batch of posterior means of shape ``(B, *latent)``."""
-        check_tensor("mu", mu)
-        _check_batched("mu", mu)
+        mu = self._checked(mu)
         has_shift = self._has_shift()
-        _check_latent_shape("mu", mu, tuple(self.shift.shape) if has_shift else None)
         if not has_shift and mu.shape[0] == 0:
             return
         sum_mu, sum_mu_sq, n, shift = _active_units_update(mu, self.shift if has_shift else None)
@@ -129,15 +165,69 @@ class ActiveUnits(_SumStateMetric):
         self.sum_mu_sq = self.sum_mu_sq + sum_mu_sq
         self.total += n
 
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Add a batch and return the count over that batch alone, as torchmetrics' forward.
+
+        The batch is checked before torchmetrics swaps the accumulated states out: a refused
+        batch leaves them as they were.
+        """
+        return super().forward(self._checked(*args, **kwargs))
+
+    def _checked(self, mu: Tensor) -> Tensor:
+        """``mu`` checked against this metric, without its samples that are not finite."""
+        check_tensor("mu", mu)
+        _check_batched("mu", mu)
+        _check_device("mu", mu, self.device)
+        _check_latent_shape("mu", mu, tuple(self.shift.shape) if self._has_shift() else None)
+        n = mu.shape[0]
+        finite = torch.isfinite(mu.detach()).reshape(n, math.prod(mu.shape[1:])).all(dim=1)
+        bad = n - int(finite.sum())  # the one device synchronisation
+        if bad == 0:
+            return mu
+        if self.nan_strategy == "error":
+            raise ValueError(
+                "Argument mu should hold finite values with nan_strategy='error', but given "
+                f"{bad} of {n} samples with NaN or infinite values"
+            )
+        if self.nan_strategy == "warn":
+            warnings.warn(
+                f"ActiveUnits left out {bad} of the {n} samples of mu that hold NaN or infinite "
+                "values (nan_strategy='warn')",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return mu[finite]
+
     def compute(self) -> Tensor:
         """Return the number of active latent elements, an int64 scalar."""
         return _active_units_compute(self.sum_mu, self.sum_mu_sq, self.total, self.threshold)
 
-    def reset(self) -> None:
-        """Reset the sums; the shift, a conditioning constant, is kept."""
-        shift = self.shift
-        super().reset()
-        self.shift = shift
+    def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
+        """Add ``incoming_state`` to this metric's states, both first moved to one shift.
+
+        torchmetrics calls this from ``forward``, with the states from before the batch (this
+        metric then holds the batch's, about the batch's own mean), and from ``merge_state``.
+        """
+        state = dict(incoming_state)
+        if not bool(state["total"] > 0):  # zero sums: about any shift
+            state["shift"] = self.shift
+        elif not bool(self.total > 0):  # this metric's sums are zero
+            self.shift = state["shift"]
+        else:
+            self.sum_mu, self.sum_mu_sq = _active_units_rebase(
+                self.sum_mu, self.sum_mu_sq, self.total, self.shift - state["shift"]
+            )
+            self.shift = state["shift"]
+        super()._reduce_states(state)
+
+    def _state_shape_problem(self, states: Mapping[str, Any], where: str) -> str | None:
+        problem = _scalar_problem(states, "total", where)
+        if problem is not None:
+            return problem
+        names: tuple[str, ...] = ("sum_mu", "sum_mu_sq", "shift")
+        if not bool(states["total"] > 0):
+            names = names[:2]  # zero sums are about any shift
+        return _latent_shape_problem(states, names, where)
 
     def _aligned(self, incoming_state: dict[str, Any] | Metric) -> dict[str, Any] | Metric:
         state: dict[str, Any]

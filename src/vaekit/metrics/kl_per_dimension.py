@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,7 +18,13 @@ from vaekit.functional.monitors import (
     _kl_per_dimension_compute,
     _kl_per_dimension_update,
 )
-from vaekit.metrics._base import _agree_latent_shape, _check_latent_shape, _SumStateMetric
+from vaekit.metrics._base import (
+    _agree_latent_shape,
+    _check_device,
+    _check_latent_shape,
+    _scalar_problem,
+    _SumStateMetric,
+)
 
 __all__ = ["KLPerDimension"]
 
@@ -53,10 +59,10 @@ class KLPerDimension(_SumStateMetric):
 
     Raises:
         TypeError: at update, if ``mu`` or ``log_var`` is not a floating-point tensor.
-        ValueError: at update, if their shapes differ, they have no batch dimension, or their
-            latent shape differs from the earlier updates'; at merge, if the incoming latent
-            shape differs; at a distributed ``compute()``, on every process, if the processes'
-            latent shapes differ.
+        ValueError: at update, if their shapes differ, they are not on the metric's device,
+            they have no batch dimension, or their latent shape differs from the earlier
+            updates'; at merge, if the incoming latent shape differs; at a distributed
+            ``compute()``, on every process, if the processes' latent shapes differ.
 
     Example:
         >>> import torch
@@ -84,15 +90,29 @@ class KLPerDimension(_SumStateMetric):
 
     def update(self, mu: Tensor, log_var: Tensor) -> None:
         """Add a batch of posterior means and log-variances of shape ``(B, *latent)``."""
-        check_tensor("mu", mu)
-        check_tensor("log_var", log_var)
-        check_same_shape("mu", mu, "log_var", log_var)
-        _check_batched("mu", mu)
-        _check_latent_shape("mu", mu, self._shape)
+        self._check(mu, log_var)
         kl_sum, n = _kl_per_dimension_update(mu, log_var)
         self._latent_shape = tuple(mu.shape[1:])
         self.kl_sum = self.kl_sum + kl_sum
         self.total += n
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Add a batch and return the mean KL over that batch alone, as torchmetrics' forward.
+
+        The batch is checked before torchmetrics swaps the accumulated sums out: a refused
+        batch leaves them as they were.
+        """
+        self._check(*args, **kwargs)
+        return super().forward(*args, **kwargs)
+
+    def _check(self, mu: Tensor, log_var: Tensor) -> None:
+        check_tensor("mu", mu)
+        check_tensor("log_var", log_var)
+        check_same_shape("mu", mu, "log_var", log_var)
+        _check_device("mu", mu, self.device)
+        _check_device("log_var", log_var, self.device)
+        _check_batched("mu", mu)
+        _check_latent_shape("mu", mu, self._shape)
 
     @property
     def _shape(self) -> tuple[int, ...] | None:
@@ -120,6 +140,9 @@ class KLPerDimension(_SumStateMetric):
         if theirs is not None:
             self._latent_shape = theirs
         return incoming_state
+
+    def _state_shape_problem(self, states: Mapping[str, Any], where: str) -> str | None:
+        return _scalar_problem(states, "total", where)  # kl_sum has the latent shape
 
     def compute(self) -> Tensor:
         """Return the mean KL of each latent element, of shape ``latent``."""

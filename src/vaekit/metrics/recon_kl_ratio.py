@@ -10,8 +10,9 @@ from torch import Tensor
 from torchmetrics.utilities.imports import _MATPLOTLIB_AVAILABLE
 from torchmetrics.utilities.plot import _AX_TYPE, _PLOT_OUT_TYPE
 
+from vaekit._checks import check_same_shape, check_tensor
 from vaekit.functional.monitors import _recon_kl_ratio_compute, _recon_kl_ratio_update
-from vaekit.metrics._base import _SumStateMetric
+from vaekit.metrics._base import _check_device, _SumStateMetric
 
 __all__ = ["ReconKLRatio"]
 
@@ -40,7 +41,7 @@ class ReconKLRatio(_SumStateMetric):
 
     Raises:
         TypeError: at update, if ``recon`` or ``kl`` is not a floating-point tensor.
-        ValueError: at update, if their shapes differ.
+        ValueError: at update, if their shapes differ or one is not on the metric's device.
 
     Example:
         >>> import torch
@@ -72,9 +73,26 @@ class ReconKLRatio(_SumStateMetric):
 
     def update(self, recon: Tensor, kl: Tensor) -> None:
         """Add a batch of reconstruction losses and the KL terms that go with them."""
+        self._check(recon, kl)
         recon_sum, kl_sum = _recon_kl_ratio_update(recon, kl)
         self.recon_sum += recon_sum
         self.kl_sum += kl_sum
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Add a batch and return the ratio over that batch alone, as torchmetrics' forward.
+
+        The batch is checked before torchmetrics swaps the accumulated sums out: a refused
+        batch leaves them as they were.
+        """
+        self._check(*args, **kwargs)
+        return super().forward(*args, **kwargs)
+
+    def _check(self, recon: Tensor, kl: Tensor) -> None:
+        check_tensor("recon", recon)
+        check_tensor("kl", kl)
+        check_same_shape("recon", recon, "kl", kl)
+        _check_device("recon", recon, self.device)
+        _check_device("kl", kl, self.device)
 
     def compute(self) -> Tensor:
         """Return the summed reconstruction loss over the summed KL."""

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vaekit._checks import check_positive_int, check_same_shape, check_tensor
+from vaekit._checks import check_int, check_positive_int, check_same_shape, check_tensor
 from vaekit.functional.reparam import reparameterize
 
 __all__ = ["GaussianReparam", "GaussianSample"]
@@ -41,10 +41,14 @@ class GaussianReparam(nn.Module):
     Three ways in:
 
     - ``GaussianReparam(in_features, latent_dim)`` owns one linear layer ``head`` mapping
-      features to ``2 * latent_dim`` outputs, split into ``mu`` and ``log_var``.
-    - ``GaussianReparam(dim=1)`` splits its input into two equal halves along ``dim``, as
-      convolutional latents of latent-diffusion autoencoders do: ``forward(x)``.
-    - ``forward(mu, log_var)`` takes an already split pair.
+      features to ``2 * latent_dim`` outputs on the last dimension, split into ``mu`` and
+      ``log_var``.
+    - ``GaussianReparam()`` splits its input ``x`` into two equal halves along ``dim``, by
+      default dimension 1, the channels: ``(B, 2D)`` from a linear layer gives two ``(B, D)``,
+      and ``(B, 2C, H, W)`` from a convolution two ``(B, C, H, W)``, as the autoencoders of
+      latent diffusion split them.
+    - ``forward(mu, log_var)`` (or ``forward(mu=..., log_var=...)``) takes an already split
+      pair.
 
     ``log_var`` is clamped to ``log_var_range`` before sampling and returned clamped, so that
     ``exp`` cannot overflow and the KL of the returned pair is always finite. In ``eval()`` the
@@ -53,21 +57,24 @@ class GaussianReparam(nn.Module):
     Args:
         in_features: size of the features the linear head reads; needs ``latent_dim``.
         latent_dim: size of the latent the linear head writes; needs ``in_features``.
-        dim: dimension along which ``forward(x)`` splits ``x`` (without a head only).
+        dim: dimension along which ``forward(x)`` splits ``x``; ``None`` (default) means 1, or
+            the last dimension, which a linear head writes.
         log_var_range: ``(low, high)`` clamp for ``log_var``; ``None`` disables it.
         sample_in_eval: sample in ``eval()`` mode too.
 
     Raises:
-        TypeError: if a size is not an int, or ``log_var_range`` is not a pair of numbers.
-        ValueError: if only one of ``in_features`` and ``latent_dim`` is given, ``dim`` is set
-            together with a head, ``log_var_range`` is empty, or at call time the input cannot
-            be split or the pair's shapes differ.
+        TypeError: if a size or ``dim`` is not an int, or ``log_var_range`` is not a pair of
+            numbers.
+        ValueError: if only one of ``in_features`` and ``latent_dim`` is given, a ``dim`` other
+            than -1 is set together with a head, ``log_var_range`` is empty, or at call time the
+            input has no dimension ``dim`` or an odd size along it, the pair's shapes differ, or
+            the call gives both ``x`` and ``mu``, or neither, or ``mu`` without ``log_var``.
 
     Shape:
         - With a head: input :math:`(*, \text{in\_features})`, outputs
           :math:`(*, \text{latent\_dim})`.
-        - Without: input :math:`(*, 2L, *)` split along ``dim`` into two :math:`(*, L, *)`, or a
-          pair of equal shapes.
+        - Without: input :math:`(B, 2L, *)` split along ``dim`` into two :math:`(B, L, *)`, or
+          a pair of equal shapes.
 
     Example:
         >>> import torch
@@ -77,10 +84,12 @@ class GaussianReparam(nn.Module):
         >>> z, mu, log_var = reparam(torch.randn(8, 16))
         >>> z.shape, mu.shape, log_var.shape
         (torch.Size([8, 4]), torch.Size([8, 4]), torch.Size([8, 4]))
-        >>> conv = GaussianReparam(dim=1).eval()
+        >>> conv = GaussianReparam().eval()  # splits the 8 channels into 4 and 4
         >>> out = conv(torch.randn(2, 8, 4, 4))
         >>> out.z.shape, torch.equal(out.z, out.mu)
         (torch.Size([2, 4, 4, 4]), True)
+        >>> conv(mu=out.mu, log_var=out.log_var).z.shape
+        torch.Size([2, 4, 4, 4])
     """
 
     def __init__(
@@ -88,11 +97,13 @@ class GaussianReparam(nn.Module):
         in_features: int | None = None,
         latent_dim: int | None = None,
         *,
-        dim: int = -1,
+        dim: int | None = None,
         log_var_range: tuple[float, float] | None = (-30.0, 20.0),
         sample_in_eval: bool = False,
     ) -> None:
         super().__init__()
+        if dim is not None:
+            check_int("dim", dim, low=None)
         if (in_features is None) != (latent_dim is None):
             raise ValueError(
                 "Arguments in_features and latent_dim should be given together, but given "
@@ -100,7 +111,7 @@ class GaussianReparam(nn.Module):
             )
         self.head: nn.Linear | None = None
         if in_features is not None and latent_dim is not None:
-            if dim != -1:
+            if dim not in (None, -1):
                 raise ValueError(
                     f"Argument dim should be -1 with a linear head, which reads the last "
                     f"dimension, but given dim={dim}"
@@ -109,19 +120,33 @@ class GaussianReparam(nn.Module):
                 check_positive_int("in_features", in_features),
                 2 * check_positive_int("latent_dim", latent_dim),
             )
-        self.dim = dim
+        self.dim: int = (-1 if self.head is not None else 1) if dim is None else dim
         self.log_var_range = _check_range(log_var_range)
         self.sample_in_eval = bool(sample_in_eval)
 
     def forward(
         self,
-        x: Tensor,
+        x: Tensor | None = None,
         log_var: Tensor | None = None,
         *,
+        mu: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> GaussianSample:
-        mu, log_var = self._split(x) if log_var is None else (x, log_var)
-        check_tensor("mu", mu)
+        """Sample from the posterior of ``x`` (split, or read by the head), or of the pair
+        ``(mu, log_var)`` given positionally or by name."""
+        if log_var is None:
+            if mu is not None or x is None:
+                raise ValueError(
+                    "Arguments x, or mu and log_var, should be given, but given "
+                    f"{_given(x=x, mu=mu, log_var=log_var)}"
+                )
+            mu, log_var = self._split(x)
+        elif (x is None) == (mu is None):
+            raise ValueError(
+                "Argument mu should be given once with log_var, positionally or by name, but "
+                f"given {_given(x=x, mu=mu, log_var=log_var)}"
+            )
+        mu = check_tensor("mu", x if mu is None else mu)
         check_tensor("log_var", log_var)
         check_same_shape("mu", mu, "log_var", log_var)
         if self.log_var_range is not None:
@@ -136,6 +161,12 @@ class GaussianReparam(nn.Module):
         check_tensor("x", x)
         if self.head is not None:
             x = self.head(x)
+        needed = self.dim + 1 if self.dim >= 0 else -self.dim
+        if 0 < x.dim() < needed:
+            raise ValueError(
+                f"Argument x should have at least {needed} dimensions to split along "
+                f"dim={self.dim}, but given x.shape={tuple(x.shape)}"
+            )
         size = x.shape[self.dim] if x.dim() > 0 else 1
         if x.dim() == 0 or size % 2:
             raise ValueError(
@@ -150,6 +181,11 @@ class GaussianReparam(nn.Module):
             f"dim={self.dim}, log_var_range={self.log_var_range}, "
             f"sample_in_eval={self.sample_in_eval}"
         )
+
+
+def _given(**tensors: Tensor | None) -> str:
+    names = [name for name, t in tensors.items() if t is not None]
+    return " and ".join(names) if names else "none of them"
 
 
 def _check_range(value: object) -> tuple[float, float] | None:
