@@ -177,6 +177,15 @@ def test_gradcheck_across_the_branches(kind):
 
 
 @pytest.mark.parametrize("kind", DISCRETIZED)
+def test_the_gradient_at_the_centre_of_a_bin_is_zero(kind):
+    x = torch.tensor([[128 / 255]], dtype=torch.float64)
+    for var in (1e-6, 1e-4, 1e-2, 1.0):  # wide bins (the CDF difference) to narrow (the series)
+        mean = x.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(log_likelihood(mean, x, recon=kind, recon_var=var), mean)
+        assert abs(grad.item()) < 1e-9, var
+
+
+@pytest.mark.parametrize("kind", DISCRETIZED)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_no_branch_leaks_a_nan_into_the_gradient(kind, dtype):
     torch.manual_seed(0)
