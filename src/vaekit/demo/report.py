@@ -72,7 +72,8 @@ def _kl_matrix(rows: Rows) -> np.ndarray:
 
 
 def write_report(path: Path, rows: Rows, betas: Sequence[float], title: str) -> None:
-    """Loss terms, beta, recon/KL ratio, active units and KL per latent over training."""
+    """Loss terms, beta, recon/KL ratio, active units and KL per latent over training, and the
+    decoder's standard deviation where the rows have a ``sigma`` (a calibrated decoder)."""
     epoch = _column(rows, "epoch")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), layout="constrained")
     fig.suptitle(title)
@@ -84,6 +85,12 @@ def write_report(path: Path, rows: Rows, betas: Sequence[float], title: str) -> 
     ax = axes[0, 1]
     ax.plot(np.arange(1, len(betas) + 1) * epoch[-1] / max(1, len(betas)), betas)
     ax.set(title="beta (per iteration)", xlabel="epoch", ylim=(0, None))
+    if "sigma" in rows[0]:
+        twin = ax.twinx()
+        twin.plot(epoch, _column(rows, "sigma"), color="C3", marker=".")
+        twin.set_ylabel("decoder sigma (epoch mean)", color="C3")
+        twin.set(yscale="log")
+        ax.set(title="beta (per iteration) and decoder sigma")
     ax = axes[0, 2]
     ax.plot(epoch, _column(rows, "recon_kl_ratio"))
     ax.set(title="recon / KL ratio", xlabel="epoch", yscale="log")
@@ -183,8 +190,13 @@ def write_compare(path: Path, runs: Mapping[str, Rows]) -> None:
     plt.close(fig)
 
 
-def format_table(runs: Mapping[str, Rows], latent_dim: int) -> str:
-    """The last epoch of each run, one line per schedule.
+def format_table(
+    runs: Mapping[str, Rows],
+    latent_dim: int,
+    tests: Mapping[str, Mapping[str, float] | None] | None = None,
+) -> str:
+    """The last epoch of each run, one line per schedule, with its test NLL if ``tests`` has
+    one (nats per data point and bits per dimension, see :mod:`vaekit.demo.evaluate`).
 
     Example:
         >>> from vaekit.demo.report import format_table
@@ -193,14 +205,23 @@ def format_table(runs: Mapping[str, Rows], latent_dim: int) -> str:
         >>> print(format_table({"constant": [row]}, latent_dim=8))
         schedule  epochs    loss   recon      kl    beta  recon/kl  active units
         constant       3  30.000  20.000  10.000  1.0000     2.000           5/8
+        >>> test = {"nll": 118.25, "bits_per_dim": 2.6656}
+        >>> print(format_table({"constant": [row]}, latent_dim=8, tests={"constant": test}))
+        schedule  epochs    loss   recon      kl    beta  recon/kl  active units  test nll  bits/dim
+        constant       3  30.000  20.000  10.000  1.0000     2.000           5/8   118.250     2.666
     """
     header = f"{'schedule':<9} {'epochs':>6} {'loss':>7} {'recon':>7} {'kl':>7} {'beta':>7} "
-    lines = [header + f"{'recon/kl':>9} {'active units':>13}"]
+    header += f"{'recon/kl':>9} {'active units':>13}"
+    lines = [header + (f" {'test nll':>9} {'bits/dim':>9}" if tests else "")]
     for name, rows in runs.items():
         r = rows[-1]
-        lines.append(
+        line = (
             f"{name:<9} {int(r['epoch']):>6} {r['loss']:>7.3f} {r['recon']:>7.3f} {r['kl']:>7.3f} "
             f"{r['beta']:>7.4f} {r['recon_kl_ratio']:>9.3f} "
             f"{str(int(r['active_units'])) + '/' + str(latent_dim):>13}"
         )
+        test = (tests or {}).get(name)
+        if test is not None:
+            line += f" {test['nll']:>9.3f} {test['bits_per_dim']:>9.3f}"
+        lines.append(line)
     return "\n".join(lines)
