@@ -21,7 +21,7 @@ class VAE(nn.Module):
         sample_shape: the shape of one data point, ``(C, H, W)`` or ``(D,)``.
         latent_dim: the size of the latent.
         hidden: the width of the hidden layers.
-        learned_variance: hold a shared :class:`~vaekit.LearnedVariance` of the decoder as
+        learned_variance: hold a shared :class:`~vaekit.nn.LearnedVariance` of the decoder as
             ``variance`` (else ``None``), so that the optimiser, data-parallel training and the
             checkpoints treat it as one of the model's parameters.
 
