@@ -39,8 +39,9 @@ class VAELoss(nn.Module):
     on the CPU: reading an accelerator tensor back would force a device sync.
 
     Args:
-        recon: ``"mse"`` | ``"l1"`` | ``"bce"`` | ``"bce_with_logits"`` | ``"gaussian"``, or a
-            callable ``(x_hat, x) -> Tensor`` returning one loss per element of ``x``.
+        recon: ``"mse"`` | ``"l1"`` | ``"bce"`` | ``"bce_with_logits"`` | ``"gaussian"`` |
+            ``"discretized_gaussian"`` | ``"discretized_logistic"``, or a callable
+            ``(x_hat, x) -> Tensor`` returning one loss per element of ``x``.
         beta: weight of the KL term, ``>= 0``.
         reduction: ``"batchmean"`` (default: the negative ELBO per data point) | ``"mean"`` |
             ``"sum"``, or an explicit ``(recon, kl)`` pair to port code that mixes them.
@@ -84,6 +85,9 @@ class VAELoss(nn.Module):
         (tensor(2.5431), OrderedDict())
         >>> loss_fn
         VAELoss(recon='mse', reduction='batchmean', beta=2.0, free_bits=0.0, capacity=None)
+        >>> sigma_vae = VAELoss("gaussian", recon_var="optimal")  # a calibrated decoder
+        >>> sigma_vae(x_hat, x, mu, log_var).recon  # (D / 2) (1 + log(2 pi MSE)), D = 2
+        tensor(2.3679)
     """
 
     _beta: Tensor
