@@ -7,8 +7,10 @@ The core needs only torch. :mod:`vaekit.metrics` needs the ``metrics`` extra (to
 """
 
 from vaekit import functional, schedules
+from vaekit.functional.decomposition import BetaTCVAELossOutput
 from vaekit.functional.loss import VAELossOutput, convert_beta
 from vaekit.nn import (
+    BetaTCVAELoss,
     GaussianReparam,
     GaussianSample,
     KLDivergenceNormal,
@@ -19,6 +21,8 @@ from vaekit.nn import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BetaTCVAELoss",
+    "BetaTCVAELossOutput",
     "GaussianReparam",
     "GaussianSample",
     "KLDivergenceNormal",

@@ -25,6 +25,8 @@ def check_real(name: str, value: object) -> float:
 
     ``bool`` is not a number; an int beyond any float is an infinity of its sign.
     """
+    if type(value) is float:  # the common case, without the abstract-class test
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"Argument {name} should be a float, but given {type(value).__name__}")
     try:

@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from tests.demo.test_evaluate import reference_nll
 from vaekit.demo.__main__ import main
@@ -28,6 +29,7 @@ from vaekit.demo.checkpoints import demo_checkpoints
 from vaekit.demo.config import DemoConfig, build_beta
 from vaekit.demo.evaluate import split_data
 from vaekit.demo.model import VAE
+from vaekit.functional.monitors import _aggregate_posterior_draw
 
 N = 223  # 201 training samples, odd: the two processes get uneven evaluation shards; 22 held out
 SMALL = ["--epochs", "3", "--batch-size", "32", "--latent-dim", "4"]
@@ -91,9 +93,10 @@ def _poison(optimizer: torch.optim.Optimizer) -> None:
         optimizer.param_groups[0]["params"][0].fill_(math.nan)
 
 
-def _reference(out: Path, data: Path, latent_dim: int) -> dict[str, float]:
+def _reference(out: Path, data: Path, latent_dim: int, world: int = 1) -> dict[str, float]:
     """The last epoch's metrics recomputed from the checkpointed weights, in float64, on the
-    training split."""
+    training split; the aggregate posterior's from the same draws over the posteriors in the
+    order the processes of ``world`` hold them, scored by torch.distributions' mixtures."""
     x = split_data(torch.from_numpy(np.load(data)).float(), 0.1)[0]
     assert len(x) == 201
     vae = VAE(tuple(x.shape[1:]), latent_dim=latent_dim)
@@ -107,15 +110,43 @@ def _reference(out: Path, data: Path, latent_dim: int) -> dict[str, float]:
     ref["recon_kl_ratio"] = ref["recon"] / ref["kl"]
     ref["active_units"] = float((mu.var(dim=0, unbiased=False) > 0.01).sum())
     ref.update({f"kl_per_dim_{j}": v for j, v in enumerate(kl.mean(dim=0).tolist())})
+    ref.update(
+        _aggregate_reference(*(torch.cat([t[r::world] for r in range(world)]) for t in (mu, lv)))
+    )
     return ref
 
 
-def _assert_matches_reference(out: Path, data: Path, latent_dim: int) -> None:
+def _aggregate_reference(mu: torch.Tensor, log_var: torch.Tensor) -> dict[str, float]:
+    n, d = mu.shape
+    index, noise = _aggregate_posterior_draw(n, d, 1000, seed=0)
+    std = (0.5 * log_var).exp()
+    z = mu[index] + std[index] * noise
+    uniform = Categorical(logits=torch.zeros(n, dtype=torch.float64))
+    log_qz = MixtureSameFamily(uniform, Independent(Normal(mu, std), 1)).log_prob(z)
+    log_dims = sum(
+        MixtureSameFamily(uniform, Normal(mu[:, j], std[:, j])).log_prob(z[:, j]) for j in range(d)
+    )
+    log_prior = Normal(0.0, 1.0).log_prob(z).sum(dim=1)
+    return {
+        "mi": (Normal(mu[index], std[index]).log_prob(z).sum(dim=1) - log_qz).mean().item(),
+        "marginal_kl": (log_qz - log_prior).mean().item(),
+        "tc": (log_qz - log_dims).mean().item(),
+        "dim_kl": (log_dims - log_prior).mean().item(),
+    }
+
+
+def _assert_matches_reference(
+    out: Path, data: Path, latent_dim: int, world: int = 1, loss: str = "vae"
+) -> None:
     last = {k: float(v) for k, v in _rows(out / "metrics.csv")[-1].items()}
-    ref = _reference(out, data, latent_dim)
+    ref = _reference(out, data, latent_dim, world)
     for key, value in ref.items():
         assert last[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
-    assert last["loss"] == pytest.approx(ref["recon"] + last["beta"] * ref["kl"], rel=1e-6)
+    if loss == "tcvae":
+        objective = ref["recon"] + ref["mi"] + last["beta"] * ref["tc"] + ref["dim_kl"]
+    else:
+        objective = ref["recon"] + last["beta"] * ref["kl"]
+    assert last["loss"] == pytest.approx(objective, rel=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +230,26 @@ def test_a_sigma_vae_reports_its_sigma_and_its_test_nll(data, tmp_path, recon_va
     assert test["nll"] == pytest.approx(nll, rel=1e-5)
 
 
+def test_a_tcvae_run_weighs_the_total_correlation(data, tmp_path):
+    args = [
+        "--data",
+        str(data),
+        *SMALL,
+        "--loss",
+        "tcvae",
+        "--tc-beta",
+        "6",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    rows = _rows(tmp_path / "metrics.csv")
+    assert [float(r["beta"]) for r in rows] == [6.0, 6.0, 6.0]  # the constant schedule, at 6
+    _assert_matches_reference(tmp_path, data, latent_dim=4, loss="tcvae")
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (config["loss"], config["tc_beta"]) == ("tcvae", 6.0)
+
+
 def test_beta_column_follows_the_schedule(linear_run):
     rows = _rows(linear_run[0] / "metrics.csv")
     schedule = build_beta("linear", DemoConfig(), total_steps=21)
@@ -217,6 +268,8 @@ def test_summary_table_is_printed(data, tmp_path, capsys):
         "loss",
         "recon",
         "kl",
+        "I(x;z)",
+        "KL(q(z))",
         "beta",
         "recon/kl",
         "active",
@@ -527,6 +580,21 @@ def test_bad_data_from_the_console_has_no_traceback(tmp_path):
         (["--test-fraction", "1"], "--test-fraction should be in (0, 1), but given 1.0"),
         (["--iw-samples", "0"], "--iw-samples should be >= 1, but given 0"),
         (["--num-bins", "1"], "--num-bins should be >= 2, but given 1"),
+        (["--loss", "tc"], "argument --loss: invalid choice: 'tc'"),
+        (
+            ["--loss", "tcvae", "--tc-beta", "-1"],
+            "--tc-beta should be a finite number >= 0, but given -1.0",
+        ),
+        (
+            ["--loss", "tcvae", "--batch-size", "1616"],
+            "--loss tcvae needs at least 2 samples in every batch of every process, but "
+            "--batch-size 1616 leaves batches of 1 (of 1617 samples in 1 process(es))",
+        ),
+        (
+            ["--loss", "tcvae", "--recon", "gaussian", "--recon-var", "optimal"],
+            "--loss tcvae trains its decoder with variance 1 on 256 levels: --recon-var and the "
+            "discretized recons need --loss vae",
+        ),
     ],
 )
 def test_bad_arguments_exit_2(args, message, capsys):
@@ -667,7 +735,7 @@ def test_two_process_gloo_run_is_exact_over_uneven_shards(data, tmp_path):
     rows = _rows(tmp_path / "metrics.csv")
     # 201 samples: 100 per process, 16 per process-batch, 7 steps an epoch.
     assert [r["iteration"] for r in rows] == ["7", "14", "21"]
-    _assert_matches_reference(tmp_path, data, latent_dim=4)
+    _assert_matches_reference(tmp_path, data, latent_dim=4, world=2)
     # The 22 test points shared 11 and 11: each got the samples one process would draw.
     _assert_test_nll_matches_reference(tmp_path, data)
 

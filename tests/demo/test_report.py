@@ -27,6 +27,7 @@ def _rows(epochs: int, latent: int) -> list[dict[str, float]]:
     for e in range(1, epochs + 1):
         row = {"epoch": e, "iteration": 10 * e, "beta": e / epochs, "loss": 30 - e, "recon": 25 - e}
         row |= {"kl": 5.0, "recon_kl_ratio": (25 - e) / 5, "active_units": 2, "train_loss": 31 - e}
+        row |= {"mi": 3.0 + e / 10, "marginal_kl": 2.0 - e / 10, "tc": 0.5, "dim_kl": 1.5 - e / 10}
         row |= {f"kl_per_dim_{j}": float(rng.random()) for j in range(latent)}
         rows.append(row)
     return rows
@@ -39,7 +40,7 @@ def test_csv_round_trip_is_exact(tmp_path: Path):
     header = (tmp_path / "m.csv").read_text().splitlines()[0]
     assert header == (
         "epoch,iteration,beta,loss,recon,kl,recon_kl_ratio,active_units,train_loss,"
-        "kl_per_dim_0,kl_per_dim_1"
+        "mi,marginal_kl,tc,dim_kl,kl_per_dim_0,kl_per_dim_1"
     )
     assert read_csv(tmp_path / "m.csv") == [{k: float(v) for k, v in r.items()} for r in rows]
 
@@ -59,23 +60,27 @@ def test_mosaic_tiles_images_and_vectors():
 
 def test_figures_are_written(tmp_path: Path):
     rows = _rows(4, latent=3)
-    write_report(tmp_path / "r.png", rows, [0.1] * 40, "title")
+    write_report(tmp_path / "r.png", rows, [0.1] * 40, "title", dataset_size=1797)
+    write_report(tmp_path / "r2.png", rows, [0.1] * 40, "title")  # no log N line
     write_compare(tmp_path / "c.png", {"constant": rows, "pi": rows})
     torch.manual_seed(0)
     write_samples(tmp_path / "s.png", VAE((5,), latent_dim=3, hidden=8), torch.rand(20, 5), 3, 0)
-    for name in ("r.png", "c.png", "s.png"):
+    for name in ("r.png", "r2.png", "c.png", "s.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_table_lists_the_last_epoch_of_each_run():
     table = format_table({"constant": _rows(2, 1), "linear": _rows(3, 1)}, latent_dim=4)
     lines = table.splitlines()
+    assert lines[0].split()[5:7] == ["I(x;z)", "KL(q(z))"]
     assert lines[1].split() == [
         "constant",
         "2",
         "28.000",
         "23.000",
         "5.000",
+        "3.200",
+        "1.800",
         "1.0000",
         "4.600",
         "2/4",
@@ -86,6 +91,8 @@ def test_table_lists_the_last_epoch_of_each_run():
         "27.000",
         "22.000",
         "5.000",
+        "3.300",
+        "1.700",
         "1.0000",
         "4.400",
         "2/4",

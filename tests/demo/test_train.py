@@ -75,6 +75,18 @@ def test_history_rows_and_weights_only_round_trip():
     assert restored.betas == history.betas
 
 
+def test_history_skips_a_metrics_dict_and_weighs_the_tcvae_terms():
+    history = History(loss="tcvae")
+    history.betas.append(6.0)
+    terms = {"mi": 2.0, "marginal_kl": 1.5, "tc": 0.25, "dim_kl": 1.25}
+    metrics = {"recon": 10.0, "kl": 3.5, **terms, "aggregate_posterior": dict(terms)}
+    history.append(1, 5, metrics)
+    row = history.rows[0]
+    assert "aggregate_posterior" not in row
+    assert row["loss"] == 10.0 + 2.0 + 6.0 * 0.25 + 1.25
+    assert row["tc"] == 0.25
+
+
 def _raised_in_a_process(error: BaseException) -> ProcessRaisedException:
     """What torch.multiprocessing raises in the parent for ``error`` raised in a child."""
     try:

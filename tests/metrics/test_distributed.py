@@ -1,17 +1,11 @@
 """Two gloo processes with uneven shards compute the single-process result, on every rank.
 
-Each fixture runs a script that spawns two gloo processes; tests read what they saved. The
-scripts' collectives time out, and a launch that still hangs is killed with its process group,
-so a collective mismatch fails the tests instead of hanging them.
+Each fixture runs a script that spawns two gloo processes (tests/metrics/_launch.py); tests read
+what they saved.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,48 +19,17 @@ from torch.distributions import Normal, kl_divergence
 import vaekit.handlers  # noqa: F401  (imports ignite with torch.jit's deprecations filtered)
 from tests.metrics import _dist_empty_rank as empty
 from tests.metrics._dist_metrics import make_batches, run_engine, run_metrics
+from tests.metrics._launch import launch
 from tests.metrics._threads import ThreadWorld
 from vaekit.functional.monitors import _active_units_variance
 from vaekit.metrics import ActiveUnits, KLPerDimension
 
 HERE = Path(__file__).parent
-SRC = Path(__file__).resolve().parents[2] / "src"
-LAUNCH_TIMEOUT = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _launch(script: Path, out: Path) -> list[Any]:
-    """Run ``script OUT PORT`` (two gloo ranks) and load what each rank saved."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(out), str(_free_port())],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, with the ranks it spawns
-    )
-    try:
-        _, err = proc.communicate(timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        _, err = proc.communicate()
-        pytest.fail(f"{script.name} hung for {LAUNCH_TIMEOUT} s: {err[-3000:]}")
-    assert proc.returncode == 0, err[-3000:]
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    return _launch(HERE / "_dist_metrics.py", tmp_path_factory.mktemp("dist"))
+    return launch(HERE / "_dist_metrics.py", tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +82,7 @@ def _ids(case: tuple[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def empty_rank(tmp_path_factory: pytest.TempPathFactory) -> list[dict[Any, Any]]:
-    return _launch(HERE / "_dist_empty_rank.py", tmp_path_factory.mktemp("empty_rank"))
+    return launch(HERE / "_dist_empty_rank.py", tmp_path_factory.mktemp("empty_rank"))
 
 
 def _phases(

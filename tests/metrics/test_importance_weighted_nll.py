@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.metrics import _dist_likelihood as dist_script
-from tests.metrics.test_distributed import _launch
+from tests.metrics._launch import launch
 from vaekit.functional import bits_per_dim
 from vaekit.metrics import ImportanceWeightedNLL
 
@@ -153,7 +153,7 @@ def test_errors():
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    return _launch(HERE / "_dist_likelihood.py", tmp_path_factory.mktemp("likelihood"))
+    return launch(HERE / "_dist_likelihood.py", tmp_path_factory.mktemp("likelihood"))
 
 
 @pytest.mark.slow

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from vaekit import LearnedVariance, VAELoss
+from vaekit import BetaTCVAELoss, LearnedVariance, VAELoss
 from vaekit.demo.checkpoints import demo_checkpoints
-from vaekit.demo.config import SCHEDULES, DemoConfig, build_beta
+from vaekit.demo.config import LOSSES, SCHEDULES, DemoConfig, build_beta
 from vaekit.demo.data import DataError, load_data
 from vaekit.demo.evaluate import read_test_json, split_data
 from vaekit.demo.report import format_table, read_csv, write_compare
@@ -46,6 +46,18 @@ def _parser() -> argparse.ArgumentParser:
         help=f"one of {','.join(SCHEDULES)}, or a comma-separated list to compare",
     )
     p.add_argument("--beta", type=float, default=d.beta, help="the final or constant beta")
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=d.loss,
+        help="vae: recon + beta * KL; tcvae: recon + I(x; z) + beta * TC + dimension-wise KL",
+    )
+    p.add_argument(
+        "--tc-beta",
+        type=float,
+        default=d.tc_beta,
+        help="with --loss tcvae: the final or constant TC weight (in place of --beta)",
+    )
     p.add_argument("--free-bits", type=float, default=d.free_bits, help="nats per latent")
     p.add_argument("--recon", choices=RECONS, default=d.recon, help="reconstruction loss")
     p.add_argument(
@@ -117,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(
             f"--recon-var needs --recon {', '.join(_SCALED)}, but given --recon {args.recon}"
         )
+    discretized = args.recon.startswith("discretized_")
+    if args.loss == "tcvae" and (args.recon_var is not None or discretized):
+        parser.error(
+            "--loss tcvae trains its decoder with variance 1 on 256 levels: --recon-var and the "
+            "discretized recons need --loss vae"
+        )
     if not args.out.strip():
         parser.error(f"--out should name a directory, but given {args.out!r}")
     args.out = Path(args.out)
@@ -147,8 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         test_fraction=args.test_fraction,
         iw_samples=args.iw_samples,
         num_bins=args.num_bins or (17 if args.data is None else 256),
+        loss=args.loss,
+        tc_beta=args.tc_beta,
     )
-    problem = _check_settings(config, schedules, args.device)
+    problem = _check_tcvae(config, n) or _check_settings(config, schedules, args.device)
     if problem:
         parser.error(problem)
     outs = {s: args.out if len(schedules) == 1 else args.out / s for s in schedules}
@@ -206,6 +226,27 @@ def _check_settings(config: DemoConfig, schedules: list[str], device: str) -> st
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError) as err:  # torch asserts on a backend it lacks
         return f"--device {device} is not available: {str(err).splitlines()[0]}"
+    return None
+
+
+def _check_tcvae(config: DemoConfig, n: int) -> str | None:
+    """Why ``--loss tcvae`` cannot train on ``n`` samples, or None: its estimator of the total
+    correlation needs at least 2 data points in every batch of every process."""
+    if config.loss != "tcvae":
+        return None
+    try:
+        BetaTCVAELoss(config.recon, dataset_size=n, beta=config.tc_beta)
+    except (TypeError, ValueError) as err:
+        return str(err).replace("Argument beta ", "--tc-beta ", 1)
+    world = config.nproc_per_node
+    per_process = -(-config.batch_size // world)
+    last = (n // world) % per_process
+    if per_process < 2 or last == 1:
+        return (
+            f"--loss tcvae needs at least 2 samples in every batch of every process, but "
+            f"--batch-size {config.batch_size} leaves batches of 1 (of {n} samples in {world} "
+            "process(es)); choose another --batch-size"
+        )
     return None
 
 

@@ -16,9 +16,10 @@ from vaekit.schedules import (
     Schedule,
 )
 
-__all__ = ["SCHEDULES", "DemoConfig", "build_beta"]
+__all__ = ["LOSSES", "SCHEDULES", "DemoConfig", "build_beta"]
 
 SCHEDULES = ("constant", "linear", "cyclical", "logistic", "pi", "geco")
+LOSSES = ("vae", "tcvae")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,13 @@ class DemoConfig:
     test_fraction: float = 0.1
     iw_samples: int = 256
     num_bins: int = 17
+    loss: str = "vae"
+    tc_beta: float = 6.0
+
+    @property
+    def final_beta(self) -> float:
+        """Where the schedule ends: ``beta``, or for ``loss="tcvae"`` the TC weight ``tc_beta``."""
+        return self.tc_beta if self.loss == "tcvae" else self.beta
 
     def to_dict(self) -> dict[str, object]:
         """The settings as a plain dict (what ``config.json`` stores)."""
@@ -50,29 +58,32 @@ class DemoConfig:
 def build_beta(name: str, config: DemoConfig, total_steps: int) -> Schedule | Controller:
     """The schedule (a callable of the step) or controller that ``--schedule name`` trains with.
 
-    Schedules end at ``config.beta``: a linear warm-up over the first quarter of training, a
-    logistic ramp centred there, and Fu et al.'s four cycles, each ramping over its first half.
-    ``pi`` holds the KL at ``target_kl`` nats with beta in [0, ``beta``]; ``geco`` holds the
-    reconstruction term at ``recon_goal``, starting from ``beta``.
+    It drives the KL weight of ``loss="vae"``, and the total-correlation weight of
+    ``loss="tcvae"`` (whose mutual information and dimension-wise KL keep weight 1). Schedules
+    end at ``config.final_beta`` (``beta``, or ``tc_beta`` for ``"tcvae"``): a linear warm-up
+    over the first quarter of training, a logistic ramp centred there, and Fu et al.'s four
+    cycles, each ramping over its first half. ``pi`` holds the KL at ``target_kl`` nats with
+    the weight in [0, ``final_beta``]; ``geco`` holds the reconstruction term at
+    ``recon_goal``, starting from ``final_beta``.
 
     Example:
         >>> from vaekit.demo.config import DemoConfig, build_beta
         >>> build_beta("linear", DemoConfig(beta=0.5), total_steps=400)
         LinearWarmup(warmup_steps=100, start=0.0, stop=0.5)
     """
-    quarter = max(1, total_steps // 4)
+    quarter, beta = max(1, total_steps // 4), config.final_beta
     if name == "constant":
-        return Constant(config.beta)
+        return Constant(beta)
     if name == "linear":
-        return LinearWarmup(quarter, stop=config.beta)
+        return LinearWarmup(quarter, stop=beta)
     if name == "logistic":
-        return Logistic(quarter, 10.0 / quarter, stop=config.beta)
+        return Logistic(quarter, 10.0 / quarter, stop=beta)
     if name == "cyclical":
-        return Cyclical(total_steps, n_cycles=4, ratio=0.5, stop=config.beta)
+        return Cyclical(total_steps, n_cycles=4, ratio=0.5, stop=beta)
     if name == "pi":
-        return PIController(config.target_kl, beta_max=config.beta)
+        return PIController(config.target_kl, beta_max=beta)
     if name == "geco":
-        return GECO(config.recon_goal, beta_init=config.beta)
+        return GECO(config.recon_goal, beta_init=beta)
     raise ValueError(
         f"Argument schedule should be one of {', '.join(SCHEDULES)}, but given {name!r}"
     )

@@ -9,7 +9,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from vaekit.handlers import TorchMetricsAdapter
-from vaekit.metrics import ActiveUnits, KLPerDimension, ReconKLRatio
+from vaekit.metrics import ActiveUnits, AggregatePosterior, KLPerDimension, ReconKLRatio
 
 __all__ = ["attach_metrics"]
 
@@ -28,8 +28,10 @@ def attach_metrics(
 
     ``evaluator``'s outputs hold a batch's mean ``recon`` and ``kl`` (per data point), its
     posterior ``mu`` and ``log_var`` and its size ``n``; weighting by ``n`` makes every metric
-    exact over the whole data, whatever the batch sizes and the number of processes. The
-    metrics live on ``device``, the device of the engines' outputs.
+    exact over the whole data, whatever the batch sizes and the number of processes.
+    :class:`~vaekit.metrics.AggregatePosterior` adds ``mi`` (:math:`I(x; z)`), ``marginal_kl``,
+    ``tc`` and ``dim_kl``, over all the posteriors of the data. The metrics live on ``device``,
+    the device of the engines' outputs.
     """
     TorchMetricsAdapter(MeanMetric().to(device), output_transform=lambda o: o["loss"]).attach(
         trainer, "train_loss"
@@ -52,3 +54,6 @@ def attach_metrics(
     TorchMetricsAdapter(
         KLPerDimension().to(device), output_transform=lambda o: (o["mu"], o["log_var"])
     ).attach(evaluator, "kl_per_dim")
+    TorchMetricsAdapter(
+        AggregatePosterior().to(device), output_transform=lambda o: (o["mu"], o["log_var"])
+    ).attach(evaluator, "aggregate_posterior")

@@ -6,6 +6,7 @@ import csv
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -37,6 +38,10 @@ _COLUMNS = (
     "recon_kl_ratio",
     "active_units",
     "train_loss",
+    "mi",
+    "marginal_kl",
+    "tc",
+    "dim_kl",
 )
 
 
@@ -71,11 +76,20 @@ def _kl_matrix(rows: Rows) -> np.ndarray:
     return np.array([[row[k] for row in rows] for k in keys])  # (latent, epoch)
 
 
-def write_report(path: Path, rows: Rows, betas: Sequence[float], title: str) -> None:
-    """Loss terms, beta, recon/KL ratio, active units and KL per latent over training, and the
-    decoder's standard deviation where the rows have a ``sigma`` (a calibrated decoder)."""
+def write_report(
+    path: Path,
+    rows: Rows,
+    betas: Sequence[float],
+    title: str,
+    *,
+    dataset_size: int | None = None,
+) -> None:
+    """Loss terms, beta, recon/KL ratio, active units, KL per latent, and the KL split by the
+    aggregate posterior over training; ``dataset_size`` :math:`N` draws the :math:`\\log N`
+    cap of the estimate of :math:`I(x; z)`. Where the rows have a ``sigma`` (a calibrated
+    decoder), the beta panel draws it too."""
     epoch = _column(rows, "epoch")
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), layout="constrained")
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7), layout="constrained")
     fig.suptitle(title)
     ax = axes[0, 0]
     for key in ("loss", "recon", "kl"):
@@ -115,8 +129,25 @@ def write_report(path: Path, rows: Rows, betas: Sequence[float], title: str) -> 
     ax.set(title="KL per latent dimension, last epoch", xlabel="latent dimension", ylabel="nats")
     ax.set(yscale="log", ylim=(1e-6, None))
     ax.legend()
+    _draw_aggregate(axes[0, 3], axes[1, 3], rows, dataset_size)
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _draw_aggregate(top: Any, bottom: Any, rows: Rows, dataset_size: int | None) -> None:
+    """The KL as I(x; z) + KL(q(z) || p(z)), and that marginal KL as TC + dimension-wise KL."""
+    epoch = _column(rows, "epoch")
+    for key, label in (("kl", "KL"), ("mi", "I(x; z)"), ("marginal_kl", "KL(q(z) || p(z))")):
+        top.plot(epoch, _column(rows, key), label=label)
+    if dataset_size is not None:
+        top.axhline(math.log(dataset_size), color="k", linestyle=":", label="log N, the cap")
+    top.set(title="KL = I(x; z) + KL(q(z) || p(z))", xlabel="epoch", ylabel="nats")
+    top.legend()
+    for key, label in (("marginal_kl", "KL(q(z) || p(z))"), ("tc", "total correlation")):
+        bottom.plot(epoch, _column(rows, key), label=label)
+    bottom.plot(epoch, _column(rows, "dim_kl"), label="dimension-wise KL")
+    bottom.set(title="KL(q(z) || p(z)) = TC + dim-wise KL", xlabel="epoch", ylabel="nats")
+    bottom.legend()
 
 
 def _mosaic(x: Tensor, columns: int) -> np.ndarray:
@@ -201,22 +232,26 @@ def format_table(
     Example:
         >>> from vaekit.demo.report import format_table
         >>> row = {"epoch": 3, "beta": 1.0, "loss": 30.0, "recon": 20.0, "kl": 10.0,
-        ...        "recon_kl_ratio": 2.0, "active_units": 5}
+        ...        "recon_kl_ratio": 2.0, "active_units": 5, "mi": 6.5, "marginal_kl": 3.5}
         >>> print(format_table({"constant": [row]}, latent_dim=8))
-        schedule  epochs    loss   recon      kl    beta  recon/kl  active units
-        constant       3  30.000  20.000  10.000  1.0000     2.000           5/8
+        schedule  epochs    loss   recon      kl  I(x;z)  KL(q(z))    beta  recon/kl  active units
+        constant       3  30.000  20.000  10.000   6.500     3.500  1.0000     2.000           5/8
         >>> test = {"nll": 118.25, "bits_per_dim": 2.6656}
         >>> print(format_table({"constant": [row]}, latent_dim=8, tests={"constant": test}))
-        schedule  epochs    loss   recon      kl    beta  recon/kl  active units  test nll  bits/dim
-        constant       3  30.000  20.000  10.000  1.0000     2.000           5/8   118.250     2.666
+        schedule  epochs    loss   recon      kl  I(x;z)  KL(q(z))    beta  recon/kl  active units
+          test nll  bits/dim
+        constant       3  30.000  20.000  10.000   6.500     3.500  1.0000     2.000           5/8
+           118.250     2.666
     """
-    header = f"{'schedule':<9} {'epochs':>6} {'loss':>7} {'recon':>7} {'kl':>7} {'beta':>7} "
+    header = f"{'schedule':<9} {'epochs':>6} {'loss':>7} {'recon':>7} {'kl':>7} "
+    header += f"{'I(x;z)':>7} {'KL(q(z))':>9} {'beta':>7} "
     header += f"{'recon/kl':>9} {'active units':>13}"
     lines = [header + (f" {'test nll':>9} {'bits/dim':>9}" if tests else "")]
     for name, rows in runs.items():
         r = rows[-1]
         line = (
             f"{name:<9} {int(r['epoch']):>6} {r['loss']:>7.3f} {r['recon']:>7.3f} {r['kl']:>7.3f} "
+            f"{r['mi']:>7.3f} {r['marginal_kl']:>9.3f} "
             f"{r['beta']:>7.4f} {r['recon_kl_ratio']:>9.3f} "
             f"{str(int(r['active_units'])) + '/' + str(latent_dim):>13}"
         )

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.multiprocessing.spawn import ProcessRaisedException
 from torch.optim import Optimizer
 
-from vaekit import LearnedVariance, VAELoss
+from vaekit import BetaTCVAELoss, LearnedVariance, VAELoss
 from vaekit.demo.checkpoints import AtomicSaver, demo_checkpoints, load_newest, remove_checkpoints
 from vaekit.demo.config import DemoConfig, build_beta
 from vaekit.demo.data import load_data
@@ -176,13 +176,7 @@ def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device:
         model = idist.auto_model(model)
     optimizer = idist.auto_optim(torch.optim.Adam(model.parameters(), lr=config.lr))
     decoder = _decoder_settings(config, vae)
-    # With several processes, the optimal variance is that of the global batch.
-    loss_fn = VAELoss(
-        config.recon,
-        free_bits=config.free_bits,
-        sync_dist=world > 1 and config.recon_var == "optimal",
-        **decoder,
-    ).to(device)
+    loss_fn = _loss(config, len(x), decoder, synced=world > 1).to(device)
     data = Batches(x, config.batch_size, seed=config.seed, rank=rank, world_size=world)
     # Uneven evaluation shards, all of the data: the metrics reduce exactly across processes.
     eval_data = Batches(x[rank::world], 512, seed=0, shuffle=False)
@@ -196,7 +190,7 @@ def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device:
     steps = config.epochs * len(data)
     beta = _attach_beta(trainer, build_beta(schedule, config, steps), loss_fn)
     attach_metrics(trainer, evaluator, device=device, sigma=config.recon_var is not None)
-    history = History()
+    history = History(loss=config.loss)
     trainer.add_event_handler(
         Events.ITERATION_STARTED, lambda _: history.betas.append(float(loss_fn.beta))
     )
@@ -244,21 +238,32 @@ def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device:
     if rank == 0:
         write_csv(out / "metrics.csv", history.rows)
         write_test_json(out / "test.json", test)
-        title = (
-            f"vaekit-demo --schedule {schedule} --beta {config.beta:g}: {len(x)} training "
-            f"samples\n{len(x_test)} held out: {summary(test)}"
-        )
-        write_report(out / "report.png", history.rows, history.betas, title)
+        title = f"vaekit-demo --schedule {schedule} --beta {config.beta:g}"
+        if config.loss == "tcvae":
+            title = f"vaekit-demo --loss tcvae --schedule {schedule} --tc-beta {config.tc_beta:g}"
+        title += f": {len(x)} training samples\n{len(x_test)} held out: {summary(test)}"
+        write_report(out / "report.png", history.rows, history.betas, title, dataset_size=len(x))
         write_samples(out / "samples.png", _unwrap(model), x, config.latent_dim, config.seed)
 
 
 Step = Callable[[Engine, Tensor], dict[str, Tensor]]
+Loss = VAELoss | BetaTCVAELoss
+
+
+def _loss(config: DemoConfig, dataset_size: int, decoder: dict[str, Any], synced: bool) -> Loss:
+    """``--loss vae``: the KL weighted by the schedule; ``tcvae``: its total correlation.
+    ``decoder`` holds the VAELoss settings of the decoder; with several processes (``synced``),
+    an optimal variance is that of the global batch."""
+    if config.loss == "tcvae":
+        return BetaTCVAELoss(config.recon, dataset_size=dataset_size, beta=config.tc_beta)
+    sync = synced and config.recon_var == "optimal"
+    return VAELoss(config.recon, free_bits=config.free_bits, sync_dist=sync, **decoder)
 
 
 def _train_step(
     model: nn.Module,
     optimizer: Optimizer,
-    loss_fn: VAELoss,
+    loss_fn: Loss,
     config: DemoConfig,
     device: str,
     diverged: Callable[[Engine, str], DivergedError],
@@ -272,15 +277,19 @@ def _train_step(
         seed = (config.seed * 1_000_003 + engine.state.iteration) * 1_009 + rank
         logits, post = model(batch, generator=torch.Generator(device).manual_seed(seed))
         x_hat = _x_hat(logits, config.recon)
-        out = loss_fn(x_hat, batch, post.mu, post.log_var)
+        if isinstance(loss_fn, BetaTCVAELoss):
+            tc_out = loss_fn(x_hat, batch, post.z, post.mu, post.log_var)
+            loss, recon, kl = tc_out.loss, tc_out.recon, tc_out.mi + tc_out.tc + tc_out.dim_kl
+        else:
+            loss, recon, kl = loss_fn(x_hat, batch, post.mu, post.log_var)
         optimizer.zero_grad()
-        out.loss.backward()
+        loss.backward()
         optimizer.step()
         # The parameters are the same on every process (DDP), so all stop together here.
         if not _all_finite(model.parameters()):
             raise diverged(engine, "the model's parameters are NaN or infinite")
-        result = {"loss": out.loss.detach(), "recon": out.recon.detach(), "kl": out.kl.detach()}
-        if config.recon_var is not None:
+        result = {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach()}
+        if isinstance(loss_fn, VAELoss) and config.recon_var is not None:
             result["sigma"] = _sigma(loss_fn, x_hat.detach(), batch)
         return result
 
@@ -350,7 +359,7 @@ def _evaluate_test(vae: VAE, x: Tensor, x_test: Tensor, config: DemoConfig) -> d
     return result
 
 
-def _attach_beta(trainer: Engine, beta: Any, loss_fn: VAELoss) -> BetaScheduler | BetaController:
+def _attach_beta(trainer: Engine, beta: Any, loss_fn: Loss) -> BetaScheduler | BetaController:
     if isinstance(beta, Controller):
         key = "recon" if isinstance(beta, GECO) else "kl"
         handler: Any = BetaController(beta, output_transform=lambda out: out[key], target=loss_fn)
@@ -411,16 +420,28 @@ def _quiet(message: str) -> None:
 class History:
     """The per-epoch metrics, kept in the checkpoint so that a resumed run writes them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, loss: str = "vae") -> None:
+        self.loss = loss
         self.rows: list[dict[str, float]] = []
         self.betas: list[float] = []
 
     def append(self, epoch: int, iteration: int, metrics: Mapping[str, Any]) -> None:
-        """Add the row of ``epoch``, whose last iteration used the last of :attr:`betas`."""
+        """Add the row of ``epoch``, whose last iteration used the last of :attr:`betas`.
+
+        Its ``loss`` is the objective on the whole data: ``recon + beta * kl``, or for
+        ``tcvae`` ``recon + mi + beta * tc + dim_kl`` with the aggregate-posterior terms.
+        """
         beta = self.betas[-1]
         row = {"epoch": float(epoch), "iteration": float(iteration), "beta": beta}
-        row["loss"] = float(metrics["recon"]) + beta * float(metrics["kl"])
+        if self.loss == "tcvae":
+            terms = (float(metrics[k]) for k in ("recon", "mi", "tc", "dim_kl"))
+            recon, mi, tc, dim_kl = terms
+            row["loss"] = recon + mi + beta * tc + dim_kl
+        else:
+            row["loss"] = float(metrics["recon"]) + beta * float(metrics["kl"])
         for name, value in metrics.items():
+            if isinstance(value, Mapping):  # a metric's dict, also stored key by key
+                continue
             if isinstance(value, Tensor) and value.dim() > 0:
                 row.update({f"{name}_{i}": float(v) for i, v in enumerate(value.flatten())})
             else:

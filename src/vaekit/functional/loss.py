@@ -18,16 +18,18 @@ from vaekit._checks import (
     check_weight,
 )
 from vaekit._reduction import Reduction, per_data_point_scale, reduce, split
-from vaekit.functional._recon import RECONS as RECONS  # the reconstruction names
+
+# The reconstruction names and checks, importable from here by the other losses and the demo.
+from vaekit.functional._recon import RECONS as RECONS
+from vaekit.functional._recon import ReconFn as ReconFn
 from vaekit.functional._recon import (
-    ReconFn,
     ReconSettings,
     _recon_elementwise,
-    check_recon,
     check_recon_settings,
-    check_recon_var,
     check_variance_inputs,
 )
+from vaekit.functional._recon import check_recon as check_recon
+from vaekit.functional._recon import check_recon_var as check_recon_var
 from vaekit.functional.kl import _kl_divergence_normal
 
 __all__ = ["VAELossOutput", "convert_beta", "vae_loss"]

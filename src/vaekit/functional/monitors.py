@@ -8,10 +8,18 @@ compute turns the accumulated statistics into the value. The metric classes only
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from vaekit._checks import check_same_shape, check_tensor
+from vaekit.functional.decomposition import (
+    _LOG_2PI,
+    _log_aggregate,
+    _log_normal,
+    _normal_terms,
+)
 from vaekit.functional.kl import kl_divergence_normal
 
 __all__: list[str] = []
@@ -149,3 +157,81 @@ def _kl_per_dimension_compute(kl_sum: Tensor, total: Tensor) -> Tensor:
         tensor([0.0000, 2.5000])
     """
     return kl_sum / total
+
+
+def _aggregate_posterior_update(mu: Tensor, log_var: Tensor) -> tuple[Tensor, Tensor]:
+    """Detached float64 copies of a batch of posteriors, shape ``(B, *latent)``.
+
+    Example:
+        >>> import torch
+        >>> _aggregate_posterior_update(torch.tensor([[0.5]]), torch.tensor([[-1.0]]))
+        (tensor([[0.5000]], dtype=torch.float64), tensor([[-1.]], dtype=torch.float64))
+    """
+    check_tensor("mu", mu)
+    check_tensor("log_var", log_var)
+    check_same_shape("mu", mu, "log_var", log_var)
+    _check_batched("mu", mu)
+    return mu.detach().to(torch.float64), log_var.detach().to(torch.float64)
+
+
+def _aggregate_posterior_draw(
+    count: int, size: int, num_samples: int, seed: int
+) -> tuple[Tensor, Tensor]:
+    """Which of ``count`` posteriors each of ``num_samples`` codes comes from, and its standard
+    normal noise of ``size`` elements.
+
+    The draws are made on the CPU by a generator seeded with ``seed``, so that they are the same
+    on every device. The posteriors are taken in a random order, each once, then in a new order
+    while more codes are asked for than there are posteriors.
+
+    Example:
+        >>> index, noise = _aggregate_posterior_draw(2, 3, 5, seed=0)
+        >>> sorted(index[:2].tolist()), sorted(index[2:4].tolist()), noise.shape
+        ([0, 1], [0, 1], torch.Size([5, 3]))
+    """
+    generator = torch.Generator().manual_seed(seed)
+    passes = -(-num_samples // count)
+    index = torch.cat([torch.randperm(count, generator=generator) for _ in range(passes)])
+    noise = torch.randn(num_samples, size, generator=generator, dtype=torch.float64)
+    return index[:num_samples], noise
+
+
+def _aggregate_posterior_compute(
+    mu: Tensor, log_var: Tensor, num_samples: int, seed: int
+) -> dict[str, Tensor]:
+    r"""The mutual information and the KLs of the aggregate posterior of ``N`` posteriors.
+
+    ``mu`` and ``log_var`` have shape ``(N, D)``. Codes :math:`z_m \sim q(z \mid x_m)` are drawn
+    from posteriors chosen by :func:`_aggregate_posterior_draw`, and :math:`\log q(z_m)` is the
+    log of the mean over all ``N`` posteriors, :math:`\log rac1N \sum_n q(z_m \mid x_n)`,
+    jointly and per dimension. Returns float64 scalars on the device of ``mu``; NaN for
+    ``N = 0``.
+
+    Example:
+        >>> import torch
+        >>> mu = torch.tensor([[-3.0], [3.0]], dtype=torch.float64)  # two far-apart posteriors
+        >>> log_var = torch.zeros(2, 1, dtype=torch.float64)
+        >>> out = _aggregate_posterior_compute(mu, log_var, num_samples=1000, seed=0)
+        >>> round(out["mi"].item(), 3), round(math.log(2), 3)  # at most log N
+        (0.687, 0.693)
+    """
+    count, size = mu.shape
+    keys = ("mi", "marginal_kl", "tc", "dim_kl")
+    if count == 0:
+        nan = torch.tensor(math.nan, dtype=torch.float64, device=mu.device)
+        return dict.fromkeys(keys, nan)
+    index, noise = _aggregate_posterior_draw(count, size, num_samples, seed)
+    index, noise = index.to(mu.device), noise.to(mu.device)
+    own_mu, own_log_var = mu[index], log_var[index]
+    z = own_mu + torch.exp(0.5 * own_log_var) * noise
+    log_cond = _log_normal(z, *_normal_terms(own_mu, own_log_var)).sum(dim=1)
+    log_qz, log_qz_dims = _log_aggregate(z, mu, log_var, -math.log(count))
+    log_prior = (-0.5 * (_LOG_2PI + z.square())).sum(dim=1)
+    log_prod = log_qz_dims.sum(dim=1)
+    values = (
+        log_cond - log_qz,
+        log_qz - log_prior,
+        log_qz - log_prod,
+        log_prod - log_prior,
+    )
+    return {key: v.mean() for key, v in zip(keys, values, strict=True)}

@@ -87,17 +87,16 @@ class BetaScheduler(StateParamScheduler):
         super().attach(engine, event)
 
     def get_param(self) -> float:
-        """The value the next firing sets: ``schedule(event_index)``."""
-        return self.schedule(self.event_index)
+        """The value of the firing in progress: Ignite counts it in ``event_index`` first, so
+        firing ``k`` (0 the first) sets ``schedule(event_index - 1) = schedule(k)``."""
+        return self.schedule(self.event_index - 1)
 
     def __call__(self, engine: Engine) -> None:
-        value = self.get_param()
-        self.event_index += 1
-        setattr(engine.state, self.param_name, value)
+        """Ignite's firing (count, ``get_param``, set the state, the history), then the
+        target."""
+        super().__call__(engine)
         if self.target is not None:
-            setattr(self.target, self.attr, value)
-        if self.save_history:
-            engine.state.param_history[self.param_name].append(value)  # type: ignore[attr-defined]
+            setattr(self.target, self.attr, getattr(engine.state, self.param_name))
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the number of firings saved by ``state_dict()``; a refused state changes nothing.

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
 from torch import Tensor, nn
 
-from vaekit._checks import check_free_bits, check_loss_reduction, check_weight
+from vaekit._checks import check_free_bits, check_loss_reduction
 from vaekit._reduction import Reduction, split
 from vaekit.functional._recon import (
     DISCRETIZED,
@@ -19,12 +16,13 @@ from vaekit.functional._recon import (
     check_takes_variance,
 )
 from vaekit.functional.loss import VAELossOutput, _vae_loss
+from vaekit.nn._weights import _short, _WeightedLoss
 from vaekit.nn.variance import LearnedVariance
 
 __all__ = ["VAELoss"]
 
 
-class VAELoss(nn.Module):
+class VAELoss(_WeightedLoss):
     r"""The negative ELBO of a VAE, ``recon + beta * kl``, with both terms reduced alike.
 
     Holds its settings and calls :func:`vaekit.functional.vae_loss`, whose docstring has the
@@ -90,6 +88,7 @@ class VAELoss(nn.Module):
         tensor(2.3679)
     """
 
+    _functional = "vaekit.functional.vae_loss"
     _beta: Tensor
     _capacity: Tensor | None
 
@@ -121,10 +120,8 @@ class VAELoss(nn.Module):
             data_range=data_range,
             sync_dist=sync_dist,
         )
-        self.register_buffer("_beta", torch.tensor(0.0), persistent=False)
-        self.register_buffer("_capacity", None, persistent=False)
-        self.beta = beta
-        self.capacity = capacity
+        self._add_weight("beta", beta)
+        self._add_weight("capacity", capacity, optional=True)
 
     @property
     def beta(self) -> Tensor:
@@ -133,7 +130,7 @@ class VAELoss(nn.Module):
 
     @beta.setter
     def beta(self, value: float | Tensor) -> None:
-        _fill(self._beta, _check_setting("beta", value))
+        self._set_weight("beta", value)
 
     @property
     def capacity(self) -> Tensor | None:
@@ -142,13 +139,7 @@ class VAELoss(nn.Module):
 
     @capacity.setter
     def capacity(self, value: float | Tensor | None) -> None:
-        if value is None:
-            self._capacity = None
-            return
-        value = _check_setting("capacity", value)
-        if self._capacity is None:
-            self._capacity = torch.zeros((), dtype=self._beta.dtype, device=self._beta.device)
-        _fill(self._capacity, value)
+        self._set_weight("capacity", value)
 
     def forward(self, x_hat: Tensor, x: Tensor, mu: Tensor, log_var: Tensor) -> VAELossOutput:
         return _vae_loss(
@@ -165,26 +156,13 @@ class VAELoss(nn.Module):
             recon_var=self.recon_var() if isinstance(self.recon_var, nn.Module) else self.recon_var,
         )
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> VAELoss:
-        # A module-wide cast (.half(), .to(torch.bfloat16)) must not round beta or capacity:
-        # they keep at least float32 and follow the device.
-        weights = {name: self._buffers[name] for name in ("_beta", "_capacity")}
-        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
-        for name, before in weights.items():
-            after = self._buffers[name]
-            if before is not None and after is not None:
-                dtype = torch.promote_types(before.dtype, after.dtype)
-                self._buffers[name] = before.to(device=after.device, dtype=dtype)
-        return self
-
     def extra_repr(self) -> str:
         recon = self.recon
         if not isinstance(recon, str):
             recon = getattr(recon, "__name__", type(recon).__name__)
-        capacity = None if self._capacity is None else _short(self._capacity)
         text = (
             f"recon={recon!r}, reduction={self.reduction!r}, beta={_short(self._beta)}, "
-            f"free_bits={self.free_bits}, capacity={capacity}"
+            f"free_bits={self.free_bits}, capacity={_short(self._capacity)}"
         )
         if recon in SCALED and not isinstance(self.recon_var, nn.Module):
             text += f", recon_var={self.recon_var!r}"
@@ -208,29 +186,3 @@ def _check_recon_var(value: object, recon: str | ReconFn) -> float | str | Learn
     checked = check_recon_var(value, recon)
     assert not isinstance(checked, Tensor)
     return checked
-
-
-def _short(value: Tensor) -> float | str:
-    """The buffer's value without float32 noise: 0.3, not 0.30000001192092896."""
-    if value.device.type == "meta":
-        return "meta"
-    return float(f"{value.item():.7g}")
-
-
-def _check_setting(name: str, value: object) -> float | Tensor:
-    checked = check_weight(name, value)
-    if isinstance(checked, Tensor) and checked.requires_grad:
-        raise ValueError(
-            f"Argument {name} should not require grad: VAELoss copies it into a buffer, which "
-            f"drops its gradient (pass a tensor {name} to vaekit.functional.vae_loss to learn "
-            f"it), but given a tensor with requires_grad=True"
-        )
-    return checked
-
-
-@torch.no_grad()
-def _fill(buffer: Tensor, value: float | Tensor) -> None:
-    if isinstance(value, Tensor):
-        buffer.copy_(value.reshape(()))
-    else:
-        buffer.fill_(value)
