@@ -102,12 +102,15 @@ def write_report(
     if "sigma" in rows[0]:
         twin = ax.twinx()
         twin.plot(epoch, _column(rows, "sigma"), color="C3", marker=".")
-        twin.set_ylabel("decoder sigma (epoch mean)", color="C3")
-        twin.set(yscale="log")
-        ax.set(title="beta (per iteration) and decoder sigma")
+        twin.set(ylim=(0, None))
+        twin.tick_params(axis="y", colors="C3")
+        ax.set(title="beta, and decoder sigma (red, right)")
     ax = axes[0, 2]
-    ax.plot(epoch, _column(rows, "recon_kl_ratio"))
-    ax.set(title="recon / KL ratio", xlabel="epoch", yscale="log")
+    ratio = _column(rows, "recon_kl_ratio")
+    ax.plot(epoch, ratio)
+    # A continuous density's reconstruction term, and so the ratio, can be negative.
+    scale = "log" if (ratio > 0).all() else "symlog"
+    ax.set(title="recon / KL ratio", xlabel="epoch", yscale=scale)
     kl = _kl_matrix(rows)
     ax = axes[1, 0]
     ax.plot(epoch, _column(rows, "active_units"), marker=".")
