@@ -9,7 +9,14 @@ The core needs only torch. :mod:`vaekit.metrics` needs the ``metrics`` extra (to
 from vaekit import functional, schedules
 from vaekit.functional.decomposition import BetaTCVAELossOutput
 from vaekit.functional.loss import VAELossOutput, convert_beta
-from vaekit.nn import BetaTCVAELoss, GaussianReparam, GaussianSample, KLDivergenceNormal, VAELoss
+from vaekit.nn import (
+    BetaTCVAELoss,
+    GaussianReparam,
+    GaussianSample,
+    KLDivergenceNormal,
+    LearnedVariance,
+    VAELoss,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -19,6 +26,7 @@ __all__ = [
     "GaussianReparam",
     "GaussianSample",
     "KLDivergenceNormal",
+    "LearnedVariance",
     "VAELoss",
     "VAELossOutput",
     "__version__",

@@ -23,13 +23,15 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
+from tests.demo.test_evaluate import reference_nll
 from vaekit.demo.__main__ import main
 from vaekit.demo.checkpoints import demo_checkpoints
 from vaekit.demo.config import DemoConfig, build_beta
+from vaekit.demo.evaluate import split_data
 from vaekit.demo.model import VAE
 from vaekit.functional.monitors import _aggregate_posterior_draw
 
-N = 201  # odd: the two processes get uneven evaluation shards
+N = 223  # 201 training samples, odd: the two processes get uneven evaluation shards; 22 held out
 SMALL = ["--epochs", "3", "--batch-size", "32", "--latent-dim", "4"]
 COLUMNS = ["epoch", "iteration", "beta", "loss", "recon", "kl", "recon_kl_ratio", "active_units"]
 
@@ -92,10 +94,11 @@ def _poison(optimizer: torch.optim.Optimizer) -> None:
 
 
 def _reference(out: Path, data: Path, latent_dim: int, world: int = 1) -> dict[str, float]:
-    """The last epoch's metrics recomputed from the checkpointed weights, in float64; the
-    aggregate posterior's from the same draws over the posteriors in the order the processes
-    of ``world`` hold them, scored by torch.distributions' mixtures."""
-    x = torch.from_numpy(np.load(data)).float()
+    """The last epoch's metrics recomputed from the checkpointed weights, in float64, on the
+    training split; the aggregate posterior's from the same draws over the posteriors in the
+    order the processes of ``world`` hold them, scored by torch.distributions' mixtures."""
+    x = split_data(torch.from_numpy(np.load(data)).float(), 0.1)[0]
+    assert len(x) == 201
     vae = VAE(tuple(x.shape[1:]), latent_dim=latent_dim)
     vae.load_state_dict(_checkpoint(out)["model"])
     with torch.no_grad():
@@ -171,6 +174,62 @@ def test_metrics_equal_a_plain_tensor_recomputation(linear_run, data):
     _assert_matches_reference(linear_run[0], data, latent_dim=4)
 
 
+def _trained(out: Path, data: Path, **kw: Any) -> tuple[VAE, torch.Tensor, torch.Tensor]:
+    """The checkpointed model, and the training and test splits of ``data``."""
+    x, x_test = split_data(torch.from_numpy(np.load(data)).float(), 0.1)
+    vae = VAE(tuple(x.shape[1:]), latent_dim=4, **kw)
+    vae.load_state_dict(_checkpoint(out)["model"])
+    return vae, x, x_test
+
+
+def test_the_test_nll_equals_an_independent_recomputation(linear_run, data):
+    _assert_test_nll_matches_reference(linear_run[0], data)
+
+
+def _assert_test_nll_matches_reference(out: Path, data: Path) -> None:
+    vae, x, x_test = _trained(out, data)
+    test = json.loads((out / "test.json").read_text())
+    assert test["k"] == 256
+    assert test["num_bins"] == 256  # --data without --num-bins: 8-bit levels
+    assert test["likelihood"] == "discretized_gaussian"
+    # The Bernoulli decoder's variance: the soft-clipped training MSE, sigma + e^-6.
+    with torch.no_grad():
+        logits, _ = vae.train()(x, generator=torch.Generator().manual_seed(0))
+    sigma = (x - torch.sigmoid(logits)).square().mean().sqrt().item() + math.exp(-6.0)
+    assert test["sigma"] == pytest.approx(sigma, rel=1e-6)
+    nll, neg_elbo = reference_nll(vae, x_test, test["sigma"] ** 2, 256, 256, seed=0)
+    assert test["nll"] == pytest.approx(nll, rel=1e-5)
+    assert test["neg_elbo"] == pytest.approx(neg_elbo, rel=1e-5)
+    assert test["bits_per_dim"] == pytest.approx(nll / (64 * math.log(2)), rel=1e-5)
+
+
+@pytest.mark.parametrize("recon_var", ["optimal", "learned"])
+def test_a_sigma_vae_reports_its_sigma_and_its_test_nll(data, tmp_path, recon_var):
+    args = ["--data", str(data), *SMALL, "--recon", "gaussian", "--recon-var", recon_var]
+    assert main([*args, "--num-bins", "17", "--iw-samples", "20", "--out", str(tmp_path)]) == 0
+    rows = _rows(tmp_path / "metrics.csv")
+    sigmas = [float(r["sigma"]) for r in rows]
+    assert all(math.exp(-6.0) < s < 1.01 for s in sigmas)
+    test = json.loads((tmp_path / "test.json").read_text())
+    assert (test["k"], test["num_bins"]) == (20, 17)
+    vae, x, x_test = _trained(tmp_path, data, learned_variance=recon_var == "learned")
+    if recon_var == "learned":
+        assert vae.variance is not None
+        # The checkpoint holds the learned log sigma; it moved from its start at 0.
+        variance = vae.variance().item()
+        assert 0.5 < math.sqrt(variance) < 1.0
+        assert test["sigma"] == pytest.approx(math.sqrt(variance), rel=1e-6)
+        assert sigmas[-1] == pytest.approx(math.sqrt(variance), rel=0.02)  # its last epoch
+    else:
+        assert sigmas[0] > sigmas[-1]  # the fit improves
+        with torch.no_grad():
+            logits, _ = vae.train()(x, generator=torch.Generator().manual_seed(0))
+        sigma = (x - torch.sigmoid(logits)).square().mean().sqrt().item() + math.exp(-6.0)
+        assert test["sigma"] == pytest.approx(sigma, rel=1e-6)
+    nll, _ = reference_nll(vae, x_test, test["sigma"] ** 2, 17, 20, seed=0)
+    assert test["nll"] == pytest.approx(nll, rel=1e-5)
+
+
 def test_a_tcvae_run_weighs_the_total_correlation(data, tmp_path):
     args = [
         "--data",
@@ -215,6 +274,9 @@ def test_summary_table_is_printed(data, tmp_path, capsys):
         "recon/kl",
         "active",
         "units",
+        "test",
+        "nll",
+        "bits/dim",
     ]
     row = _rows(tmp_path / "metrics.csv")[-1]
     assert lines[1].split()[:4] == [
@@ -262,9 +324,13 @@ def test_interrupted_then_resumed_equals_uninterrupted(data, tmp_path, capsys, m
             assert torch.equal(a["model"][key], b["model"][key]), key
         assert a["beta"] == b["beta"]
         assert a["history"] == b["history"]
+        assert (resumed / "test.json").read_text() == (full / "test.json").read_text()
     assert (tmp_path / "cut" / "compare.png").is_file()
     table = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in table[-3:-1]] == ["pi", "cyclical"]
+    for line, schedule in zip(table[-3:-1], ("pi", "cyclical"), strict=True):
+        test = json.loads((tmp_path / "cut" / schedule / "test.json").read_text())
+        assert line.split()[-2:] == [f"{test['nll']:.3f}", f"{test['bits_per_dim']:.3f}"]
 
 
 LINEAR = ["--schedule", "linear"]
@@ -504,15 +570,30 @@ def test_bad_data_from_the_console_has_no_traceback(tmp_path):
             "Argument free_bits should be a finite number >= 0, but given nan",
         ),
         (["--device", "gpu"], "device string: gpu"),
+        (
+            ["--recon-var", "optimal"],
+            "--recon-var needs --recon gaussian, discretized_gaussian, discretized_logistic, "
+            "but given --recon bce_with_logits",
+        ),
+        (["--recon", "gaussian", "--recon-var", "best"], "argument --recon-var: invalid choice"),
+        (["--test-fraction", "0"], "--test-fraction should be in (0, 1), but given 0.0"),
+        (["--test-fraction", "1"], "--test-fraction should be in (0, 1), but given 1.0"),
+        (["--iw-samples", "0"], "--iw-samples should be >= 1, but given 0"),
+        (["--num-bins", "1"], "--num-bins should be >= 2, but given 1"),
         (["--loss", "tc"], "argument --loss: invalid choice: 'tc'"),
         (
             ["--loss", "tcvae", "--tc-beta", "-1"],
             "--tc-beta should be a finite number >= 0, but given -1.0",
         ),
         (
-            ["--loss", "tcvae", "--batch-size", "1796"],
+            ["--loss", "tcvae", "--batch-size", "1616"],
             "--loss tcvae needs at least 2 samples in every batch of every process, but "
-            "--batch-size 1796 leaves batches of 1 (of 1797 samples in 1 process(es))",
+            "--batch-size 1616 leaves batches of 1 (of 1617 samples in 1 process(es))",
+        ),
+        (
+            ["--loss", "tcvae", "--recon", "gaussian", "--recon-var", "optimal"],
+            "--loss tcvae trains its decoder with variance 1 on 256 levels: --recon-var and the "
+            "discretized recons need --loss vae",
         ),
     ],
 )
@@ -655,6 +736,8 @@ def test_two_process_gloo_run_is_exact_over_uneven_shards(data, tmp_path):
     # 201 samples: 100 per process, 16 per process-batch, 7 steps an epoch.
     assert [r["iteration"] for r in rows] == ["7", "14", "21"]
     _assert_matches_reference(tmp_path, data, latent_dim=4, world=2)
+    # The 22 test points shared 11 and 11: each got the samples one process would draw.
+    _assert_test_nll_matches_reference(tmp_path, data)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

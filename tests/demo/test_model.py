@@ -34,3 +34,12 @@ def test_generator_fixes_the_noise_and_eval_decodes_the_mean():
     logits, post = vae(x)
     assert torch.equal(post.z, post.mu)
     assert torch.equal(logits, vae.decoder(post.mu))
+
+
+def test_a_learned_variance_is_one_of_the_models_parameters():
+    torch.manual_seed(0)
+    assert VAE((4,), latent_dim=2, hidden=8).variance is None
+    vae = VAE((4,), latent_dim=2, hidden=8, learned_variance=True)
+    assert vae.variance is not None
+    assert "variance.log_sigma" in vae.state_dict()
+    assert any(p is vae.variance.log_sigma for p in vae.parameters())  # the optimiser's, DDP's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -96,3 +97,42 @@ def test_table_lists_the_last_epoch_of_each_run():
         "4.400",
         "2/4",
     ]
+
+
+def test_a_calibrated_decoder_draws_its_sigma(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    rows = [dict(r, sigma=0.5 / r["epoch"]) for r in _rows(4, latent=3)]
+    drawn = []
+    original = plt.Axes.twinx
+
+    def twinx(self):
+        twin = original(self)
+        drawn.append(twin)
+        return twin
+
+    monkeypatch.setattr(plt.Axes, "twinx", twinx)
+    write_report(tmp_path / "r.png", rows, [0.1] * 40, "title")
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    (twin,) = drawn
+    assert twin.lines[0].get_ydata().tolist() == [0.5, 0.25, 0.5 / 3, 0.125]
+    write_report(tmp_path / "plain.png", _rows(4, latent=3), [0.1] * 40, "title")
+    assert len(drawn) == 1  # no sigma, no second axis
+
+
+def test_a_negative_recon_kl_ratio_is_drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # A continuous density's reconstruction term is negative once it fits well.
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    rows = [dict(r, recon_kl_ratio=r["recon_kl_ratio"] - 4.5) for r in _rows(4, latent=3)]
+    write_report(tmp_path / "r.png", rows, [0.1] * 40, "title")
+    write_report(tmp_path / "r.png", _rows(4, latent=3), [0.1] * 40, "title")
+    ratio_axes = [fig.axes[2] for fig in figures]
+    assert [ax.get_title() for ax in ratio_axes] == ["recon / KL ratio"] * 2
+    assert [ax.get_yscale() for ax in ratio_axes] == ["symlog", "log"]
+
+
+def test_table_adds_the_test_nll_of_each_run_that_has_one():
+    tests = {"constant": {"nll": 101.25, "bits_per_dim": 2.28125}, "linear": None}
+    lines = format_table({"constant": _rows(2, 1), "linear": _rows(3, 1)}, 4, tests).splitlines()
+    assert lines[0].endswith("test nll  bits/dim")
+    assert lines[1].split()[-2:] == ["101.250", "2.281"]
+    assert lines[2].split()[-1] == "2/4"  # no test evaluation: no value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -404,7 +405,8 @@ def test_unknown_recon_and_reduction_list_the_choices():
     with pytest.raises(
         ValueError,
         match=r"Argument recon should be one of 'mse', 'l1', 'bce', 'bce_with_logits', "
-        r"'gaussian' or a callable, but given 'ce'",
+        r"'gaussian', 'discretized_gaussian', 'discretized_logistic' or a callable, but given "
+        r"'ce'",
     ):
         vae_loss(x_hat, x, mu, log_var, recon="ce")
     for bad in ("none", ("mean",), ("mean", "avg"), ["mean", "sum"]):
@@ -448,8 +450,9 @@ def test_recon_var_errors():
     x_hat, x, mu, log_var = inputs()
     with pytest.raises(
         ValueError,
-        match=r"Argument recon_var should be None unless recon='gaussian', but given "
-        r"recon_var=2.0 with recon='mse'",
+        match=r"Argument recon_var should be None unless recon is one of 'gaussian', "
+        r"'discretized_gaussian', 'discretized_logistic', but given recon_var=2.0 with "
+        r"recon='mse'",
     ):
         vae_loss(x_hat, x, mu, log_var, recon_var=2.0)
     with pytest.raises(
@@ -458,8 +461,14 @@ def test_recon_var_errors():
         vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=0.0)
     with pytest.raises(ValueError, match=r"Argument recon_var should be a finite number > 0"):
         vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=-1.0)
-    with pytest.raises(TypeError, match=r"Argument recon_var should be a float, but given str"):
-        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="1")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError,
+        match=r"Argument recon_var should be a number > 0, a tensor or one of 'optimal', "
+        r"'optimal_channel', but given '1'",
+    ):
+        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="1")
+    with pytest.raises(TypeError, match=r"Argument recon_var should be a float, but given list"):
+        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=[1.0])  # type: ignore[arg-type]
     with pytest.raises(
         ValueError,
         match=r"Argument recon_var should broadcast to x.shape=\(4, 3, 2, 2\), but given "
@@ -591,3 +600,140 @@ def test_inputs_on_another_device_are_refused():
         vae_loss(meta, x, mu, log_var)
     with pytest.raises(ValueError, match=r"Arguments mu and log_var should be on the same device"):
         vae_loss(x_hat, x, mu, log_var.to("meta"))
+
+
+# ---------------------------------------------------------------- calibrated decoders (sigma-VAE)
+
+
+def _softclip(tensor, minimum):
+    """The sigma-VAE reference's soft clip, retyped from Rybkin et al. (2021):
+    ``min + softplus(tensor - min)``."""
+    return minimum + np.logaddexp(0.0, tensor - minimum)
+
+
+def _reference_gaussian_nll(x_hat, x, log_sigma):
+    """The reference's ``gaussian_nll``: 0.5 ((x - mu) / sigma)^2 + log sigma + 0.5 log 2 pi."""
+    return 0.5 * ((x - x_hat) / np.exp(log_sigma)) ** 2 + log_sigma + 0.5 * np.log(2 * np.pi)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 2, 2), (5, 7), (3, 1, 8)])
+def test_the_optimal_variance_gives_the_closed_form(shape):
+    x_hat, x, mu, log_var = inputs("gaussian", shape=shape, latent=(shape[0], 2))
+    out = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="optimal", min_log_sigma=None)
+    d = x[0].numel()
+    mse = (x - x_hat).square().mean()
+    torch.testing.assert_close(out.recon, d / 2 * (1 + torch.log(2 * math.pi * mse)))
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1e-3, 0.3, 5.0])
+def test_the_soft_clip_is_the_reference_code(scale):
+    x_hat, x, mu, log_var = inputs("gaussian")
+    x_hat = x + scale * (x_hat - x)  # from far below the clip (sigma ~ 1e-4) to far above
+    out = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="optimal")
+    xh, xx = x_hat.numpy(), x.numpy()
+    log_sigma = _softclip(np.log(np.sqrt(((xx - xh) ** 2).mean())), -6.0)
+    want = _reference_gaussian_nll(xh, xx, log_sigma).sum() / x.shape[0]
+    assert out.recon.item() == pytest.approx(want, rel=1e-12)
+    other = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="optimal", min_log_sigma=-2)
+    log_sigma = _softclip(np.log(np.sqrt(((xx - xh) ** 2).mean())), -2.0)
+    want = _reference_gaussian_nll(xh, xx, log_sigma).sum() / x.shape[0]
+    assert other.recon.item() == pytest.approx(want, rel=1e-12)
+
+
+def test_the_gradient_of_the_optimal_variance_is_the_envelope_theorem():
+    x_hat, x, mu, log_var = inputs("gaussian", shape=(5, 2, 3), latent=(5, 2))
+    x_hat.requires_grad_()
+    out = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="optimal", min_log_sigma=None)
+    (grad,) = torch.autograd.grad(out.recon, x_hat)
+    sigma2 = (x - x_hat).square().mean().detach()
+    torch.testing.assert_close(grad, (x_hat - x).detach() / (x.shape[0] * sigma2))
+
+    # The same under torch.func.grad.
+    def recon(a):
+        kw = {"recon": "gaussian", "recon_var": "optimal", "min_log_sigma": None}
+        return vae_loss(a, x, mu, log_var, **kw).recon
+
+    torch.testing.assert_close(torch.func.grad(recon)(x_hat.detach()), grad)
+
+
+def test_one_optimal_variance_per_channel():
+    x_hat, x, mu, log_var = inputs("gaussian", shape=(4, 3, 5, 2))
+    out = vae_loss(
+        x_hat, x, mu, log_var, recon="gaussian", recon_var="optimal_channel", min_log_sigma=None
+    )
+    mse = (x - x_hat).square().mean(dim=(0, 2, 3))
+    per_channel = 10 / 2 * (1 + torch.log(2 * math.pi * mse))
+    torch.testing.assert_close(out.recon, per_channel.sum())
+    var = mse.reshape(3, 1, 1)
+    given = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=var)
+    torch.testing.assert_close(out.recon, given.recon)  # the value, not the gradient
+
+
+def test_a_perfect_reconstruction_gets_the_clip_and_a_zero_gradient():
+    x = torch.rand(3, 4, dtype=torch.float64)
+    mu = log_var = torch.zeros(3, 2, dtype=torch.float64)
+    x_hat = x.clone().requires_grad_()
+    for recon_var in ("optimal", "optimal_channel"):
+        out = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=recon_var)
+        assert out.recon.item() == pytest.approx(4 * (-6.0 + 0.5 * math.log(2 * math.pi)))
+        (grad,) = torch.autograd.grad(out.recon, x_hat)
+        assert torch.equal(grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("recon", ["discretized_gaussian", "discretized_logistic"])
+def test_discretized_recons_take_the_optimal_variance_too(recon):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 17, (4, 2, 3), generator=g).double() / 16
+    x_hat = (x + 0.05 * torch.randn(4, 2, 3, generator=g, dtype=torch.float64)).requires_grad_()
+    mu = log_var = torch.zeros(4, 1, dtype=torch.float64)
+    out = vae_loss(x_hat, x, mu, log_var, recon=recon, recon_var="optimal", num_bins=17)
+    var = (x - x_hat).square().mean()
+    log_sigma = -6.0 + F.softplus(0.5 * var.log() + 6.0)  # the reference's soft clip
+    clipped = (2 * log_sigma).exp()
+    want = vae_loss(x_hat, x, mu, log_var, recon=recon, recon_var=clipped, num_bins=17)
+    torch.testing.assert_close(out.recon, want.recon)
+    grads = [torch.autograd.grad(o.recon, x_hat)[0] for o in (out, want)]
+    torch.testing.assert_close(grads[0], grads[1])  # the variance is differentiable
+
+
+def test_sync_dist_without_a_process_group_uses_the_local_batch():
+    x_hat, x, mu, log_var = inputs("gaussian")
+    for recon_var in ("optimal", "optimal_channel"):
+        kw = {"recon": "gaussian", "recon_var": recon_var}
+        got = vae_loss(x_hat, x, mu, log_var, sync_dist=True, **kw)
+        assert torch.equal(got.loss, vae_loss(x_hat, x, mu, log_var, **kw).loss)
+
+
+def test_calibrated_decoder_setting_errors():
+    x_hat, x, mu, log_var = inputs("gaussian")
+    with pytest.raises(
+        ValueError,
+        match=r"Argument recon_var should be a number > 0, a tensor or one of 'optimal', "
+        r"'optimal_channel', but given 'learned'",
+    ):
+        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="learned")
+    with pytest.raises(TypeError, match=r"Argument sync_dist should be a bool, but given int"):
+        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="optimal", sync_dist=1)  # type: ignore[arg-type]
+    for recon_var in (None, 2.0, torch.ones(1)):
+        with pytest.raises(
+            ValueError,
+            match=r"Argument sync_dist should be False unless recon_var is 'optimal' or "
+            r"'optimal_channel' \(only a batch-optimal variance is shared across processes\), "
+            r"but given sync_dist=True with recon_var=",
+        ):
+            vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=recon_var, sync_dist=True)
+    with pytest.raises(
+        ValueError,
+        match=r"Argument recon_var='optimal_channel' needs a channel dimension 1 of x, but given "
+        r"x.shape=\(4,\)",
+    ):
+        vae_loss(
+            x_hat[:, 0, 0, 0],
+            x[:, 0, 0, 0],
+            mu,
+            log_var,
+            recon="gaussian",
+            recon_var="optimal_channel",
+        )
+    with pytest.raises(ValueError, match=r"Argument recon_var should be None unless recon is"):
+        vae_loss(x_hat, x, mu, log_var, recon="bce_with_logits", recon_var="optimal")

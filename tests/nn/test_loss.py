@@ -161,12 +161,15 @@ def test_settings_are_validated():
         VAELoss(reduction="none")
     with pytest.raises(ValueError, match=r"Argument free_bits should be a finite number >= 0"):
         VAELoss(free_bits=-0.1)
-    with pytest.raises(ValueError, match=r"Argument recon_var should be None unless recon="):
+    with pytest.raises(
+        ValueError, match=r"Argument recon_var should be None unless recon is one of"
+    ):
         VAELoss(recon_var=2.0)
     with pytest.raises(
         TypeError,
-        match=r"Argument recon_var should be a float \(use vaekit.functional.vae_loss for a "
-        r"tensor\), but given Tensor",
+        match=r"Argument recon_var should be a number, 'optimal', 'optimal_channel' or a "
+        r"vaekit.nn.LearnedVariance \(pass a tensor to vaekit.functional.vae_loss\), but "
+        r"given Tensor",
     ):
         VAELoss("gaussian", recon_var=torch.ones(1))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
@@ -257,3 +260,48 @@ def test_a_module_on_the_meta_device_prints():
     assert repr(module) == (
         "VAELoss(recon='mse', reduction='batchmean', beta=meta, free_bits=0.0, capacity=meta)"
     )
+
+
+@pytest.mark.parametrize(
+    ("recon", "settings"),
+    [
+        ("gaussian", {"recon_var": "optimal"}),
+        ("gaussian", {"recon_var": "optimal_channel", "min_log_sigma": None}),
+        ("gaussian", {"recon_var": "optimal", "min_log_sigma": -1.0, "sync_dist": True}),
+        ("discretized_gaussian", {"recon_var": 0.01, "num_bins": 17}),
+        ("discretized_logistic", {"recon_var": "optimal", "data_range": (-1.0, 1.0)}),
+    ],
+)
+def test_module_equals_function_for_calibrated_and_discretized_decoders(recon, settings):
+    x_hat, x, mu, log_var = inputs()
+    module = VAELoss(recon, beta=0.4, **settings)
+    got = module(x_hat, x, mu, log_var)
+    want = vae_loss(x_hat, x, mu, log_var, recon=recon, beta=0.4, **settings)
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_repr_of_the_decoder_settings():
+    assert repr(VAELoss("gaussian", recon_var="optimal")) == (
+        "VAELoss(recon='gaussian', reduction='batchmean', beta=1.0, free_bits=0.0, "
+        "capacity=None, recon_var='optimal', min_log_sigma=-6.0)"
+    )
+    module = VAELoss("discretized_logistic", num_bins=17, recon_var="optimal", sync_dist=True)
+    assert repr(module) == (
+        "VAELoss(recon='discretized_logistic', reduction='batchmean', beta=1.0, free_bits=0.0, "
+        "capacity=None, recon_var='optimal', min_log_sigma=-6.0, num_bins=17, "
+        "data_range=(0.0, 1.0), sync_dist=True)"
+    )
+
+
+def test_decoder_settings_are_validated():
+    with pytest.raises(ValueError, match=r"Argument num_bins should be an int >= 2, but given 1"):
+        VAELoss("discretized_gaussian", num_bins=1)
+    with pytest.raises(ValueError, match=r"Argument data_range should be a pair"):
+        VAELoss("discretized_gaussian", data_range=(1.0, 0.0))
+    with pytest.raises(ValueError, match=r"Argument min_log_sigma should be a finite number"):
+        VAELoss("gaussian", recon_var="optimal", min_log_sigma=math.nan)
+    with pytest.raises(ValueError, match=r"Argument sync_dist should be False unless recon_var"):
+        VAELoss("gaussian", recon_var=0.5, sync_dist=True)
+    with pytest.raises(ValueError, match=r"Argument recon_var should be a number > 0, a tensor"):
+        VAELoss("gaussian", recon_var="best")

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import torch
 
-from vaekit import BetaTCVAELoss, VAELoss
+from vaekit import BetaTCVAELoss, LearnedVariance, VAELoss
 from vaekit.demo.checkpoints import demo_checkpoints
 from vaekit.demo.config import LOSSES, SCHEDULES, DemoConfig, build_beta
 from vaekit.demo.data import DataError, load_data
+from vaekit.demo.evaluate import read_test_json, split_data
 from vaekit.demo.report import format_table, read_csv, write_compare
 from vaekit.demo.train import RunError, launch
 from vaekit.functional.loss import RECONS
+
+_SCALED = ("gaussian", "discretized_gaussian", "discretized_logistic")  # recons with a variance
 
 __all__ = ["main"]
 
@@ -57,6 +60,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--free-bits", type=float, default=d.free_bits, help="nats per latent")
     p.add_argument("--recon", choices=RECONS, default=d.recon, help="reconstruction loss")
+    p.add_argument(
+        "--recon-var",
+        choices=("optimal", "learned"),
+        help="the decoder variance of a gaussian or discretized recon: the batch optimum or a "
+        "learned one (a calibrated decoder, the sigma-VAE); default 1",
+    )
+    p.add_argument(
+        "--num-bins",
+        type=int,
+        help="the levels of the data, for the discretized likelihoods and the test NLL "
+        "(default: 17 for the digits, 256 for --data)",
+    )
+    p.add_argument(
+        "--test-fraction", type=float, default=d.test_fraction, help="held-out test share"
+    )
+    p.add_argument(
+        "--iw-samples",
+        type=int,
+        default=d.iw_samples,
+        help="posterior samples per test point of the importance-weighted NLL",
+    )
     p.add_argument("--target-kl", type=float, default=d.target_kl, help="KL target of 'pi'")
     p.add_argument(
         "--recon-goal", type=float, default=d.recon_goal, help="reconstruction goal of 'geco'"
@@ -88,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--schedule should list distinct names of {', '.join(SCHEDULES)}, "
             f"but given {args.schedule!r}"
         )
-    for name in ("epochs", "batch_size", "latent_dim", "nproc_per_node"):
+    for name in ("epochs", "batch_size", "latent_dim", "nproc_per_node", "iw_samples"):
         if getattr(args, name) < 1:
             parser.error(
                 f"--{name.replace('_', '-')} should be >= 1, but given {getattr(args, name)}"
@@ -97,17 +121,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--lr should be a finite number > 0, but given {args.lr}")
     if not 0 <= args.seed <= _MAX_SEED:
         parser.error(f"--seed should be an int in [0, 2**32 - 1], but given {args.seed}")
+    if not 0 < args.test_fraction < 1:
+        parser.error(f"--test-fraction should be in (0, 1), but given {args.test_fraction}")
+    if args.num_bins is not None and args.num_bins < 2:
+        parser.error(f"--num-bins should be >= 2, but given {args.num_bins}")
+    if args.recon_var is not None and args.recon not in _SCALED:
+        parser.error(
+            f"--recon-var needs --recon {', '.join(_SCALED)}, but given --recon {args.recon}"
+        )
+    discretized = args.recon.startswith("discretized_")
+    if args.loss == "tcvae" and (args.recon_var is not None or discretized):
+        parser.error(
+            "--loss tcvae trains its decoder with variance 1 on 256 levels: --recon-var and the "
+            "discretized recons need --loss vae"
+        )
     if not args.out.strip():
         parser.error(f"--out should name a directory, but given {args.out!r}")
     args.out = Path(args.out)
     try:
-        n = len(load_data(args.data))
+        n = len(split_data(load_data(args.data), args.test_fraction)[0])
     except DataError as err:
         print(f"vaekit-demo: error: {err}", file=sys.stderr)
         return 2
     if n < args.nproc_per_node:
         parser.error(
-            f"--nproc-per-node should be <= the {n} samples, but given {args.nproc_per_node}"
+            f"--nproc-per-node should be <= the {n} training samples, but given "
+            f"{args.nproc_per_node}"
         )
     config = DemoConfig(
         epochs=args.epochs,
@@ -116,12 +155,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         beta=args.beta,
         free_bits=args.free_bits,
         recon=args.recon,
+        recon_var=args.recon_var,
         target_kl=args.target_kl,
         recon_goal=args.recon_goal,
         lr=args.lr,
         seed=args.seed,
         data=None if args.data is None else str(args.data),
         nproc_per_node=args.nproc_per_node,
+        test_fraction=args.test_fraction,
+        iw_samples=args.iw_samples,
+        num_bins=args.num_bins or (17 if args.data is None else 256),
         loss=args.loss,
         tc_beta=args.tc_beta,
     )
@@ -146,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     runs = {s: read_csv(out / "metrics.csv") for s, out in outs.items()}
-    print(format_table(runs, config.latent_dim))
+    tests = {s: read_test_json(out / "test.json") for s, out in outs.items()}
+    print(format_table(runs, config.latent_dim, tests))
     if len(schedules) > 1:
         write_compare(args.out / "compare.png", runs)
     print(
@@ -162,7 +206,14 @@ def _check_settings(config: DemoConfig, schedules: list[str], device: str) -> st
         return f"--free-bits should be a finite float32 number, but given {config.free_bits:g}"
     try:
         kind = torch.device(device).type
-        VAELoss(config.recon, beta=config.beta, free_bits=config.free_bits)
+        recon_var = LearnedVariance() if config.recon_var == "learned" else config.recon_var
+        VAELoss(
+            config.recon,
+            beta=config.beta,
+            free_bits=config.free_bits,
+            recon_var=recon_var,
+            num_bins=config.num_bins,
+        )
         for schedule in schedules:
             build_beta(schedule, config, total_steps=config.epochs)
     except (RuntimeError, TypeError, ValueError) as err:

@@ -32,12 +32,16 @@ class DemoConfig:
     beta: float = 1.0
     free_bits: float = 0.0
     recon: str = "bce_with_logits"
+    recon_var: str | None = None
     target_kl: float = 12.0
     recon_goal: float = 18.0
     lr: float = 1e-3
     seed: int = 0
     data: str | None = None
     nproc_per_node: int = 1
+    test_fraction: float = 0.1
+    iw_samples: int = 256
+    num_bins: int = 17
     loss: str = "vae"
     tc_beta: float = 6.0
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from vaekit import GaussianReparam, GaussianSample
+from vaekit import GaussianReparam, GaussianSample, LearnedVariance
 
 __all__ = ["VAE"]
 
@@ -21,6 +21,9 @@ class VAE(nn.Module):
         sample_shape: the shape of one data point, ``(C, H, W)`` or ``(D,)``.
         latent_dim: the size of the latent.
         hidden: the width of the hidden layers.
+        learned_variance: hold a shared :class:`~vaekit.nn.LearnedVariance` of the decoder as
+            ``variance`` (else ``None``), so that the optimiser, data-parallel training and the
+            checkpoints treat it as one of the model's parameters.
 
     Shape:
         - Input: :math:`(B, *\text{sample\_shape})`.
@@ -38,9 +41,15 @@ class VAE(nn.Module):
     """
 
     def __init__(
-        self, sample_shape: tuple[int, ...], *, latent_dim: int, hidden: int = 256
+        self,
+        sample_shape: tuple[int, ...],
+        *,
+        latent_dim: int,
+        hidden: int = 256,
+        learned_variance: bool = False,
     ) -> None:
         super().__init__()
+        self.variance = LearnedVariance() if learned_variance else None
         self.sample_shape = tuple(sample_shape)
         features = math.prod(self.sample_shape)
         self.encoder = nn.Sequential(

@@ -18,8 +18,13 @@ def _weighted(key: str) -> Callable[[Mapping[str, Tensor]], tuple[Tensor, Tensor
     return lambda out: (out[key], out["n"])
 
 
-def attach_metrics(trainer: Engine, evaluator: Engine, *, device: str = "cpu") -> None:
+def attach_metrics(
+    trainer: Engine, evaluator: Engine, *, device: str = "cpu", sigma: bool = False
+) -> None:
     """Attach the training-loss average to ``trainer`` and the monitors to ``evaluator``.
+
+    With ``sigma``, ``trainer``'s outputs also hold the decoder's standard deviation of the
+    step, averaged over the epoch as ``sigma``.
 
     ``evaluator``'s outputs hold a batch's mean ``recon`` and ``kl`` (per data point), its
     posterior ``mu`` and ``log_var`` and its size ``n``; weighting by ``n`` makes every metric
@@ -31,6 +36,10 @@ def attach_metrics(trainer: Engine, evaluator: Engine, *, device: str = "cpu") -
     TorchMetricsAdapter(MeanMetric().to(device), output_transform=lambda o: o["loss"]).attach(
         trainer, "train_loss"
     )
+    if sigma:
+        TorchMetricsAdapter(MeanMetric().to(device), output_transform=lambda o: o["sigma"]).attach(
+            trainer, "sigma"
+        )
     for name in ("recon", "kl"):
         TorchMetricsAdapter(MeanMetric().to(device), output_transform=_weighted(name)).attach(
             evaluator, name

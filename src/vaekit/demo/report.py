@@ -86,7 +86,8 @@ def write_report(
 ) -> None:
     """Loss terms, beta, recon/KL ratio, active units, KL per latent, and the KL split by the
     aggregate posterior over training; ``dataset_size`` :math:`N` draws the :math:`\\log N`
-    cap of the estimate of :math:`I(x; z)`."""
+    cap of the estimate of :math:`I(x; z)`. Where the rows have a ``sigma`` (a calibrated
+    decoder), the beta panel draws it too."""
     epoch = _column(rows, "epoch")
     fig, axes = plt.subplots(2, 4, figsize=(17, 7), layout="constrained")
     fig.suptitle(title)
@@ -98,9 +99,18 @@ def write_report(
     ax = axes[0, 1]
     ax.plot(np.arange(1, len(betas) + 1) * epoch[-1] / max(1, len(betas)), betas)
     ax.set(title="beta (per iteration)", xlabel="epoch", ylim=(0, None))
+    if "sigma" in rows[0]:
+        twin = ax.twinx()
+        twin.plot(epoch, _column(rows, "sigma"), color="C3", marker=".")
+        twin.set(ylim=(0, None))
+        twin.tick_params(axis="y", colors="C3")
+        ax.set(title="beta, and decoder sigma (red, right)")
     ax = axes[0, 2]
-    ax.plot(epoch, _column(rows, "recon_kl_ratio"))
-    ax.set(title="recon / KL ratio", xlabel="epoch", yscale="log")
+    ratio = _column(rows, "recon_kl_ratio")
+    ax.plot(epoch, ratio)
+    # A continuous density's reconstruction term, and so the ratio, can be negative.
+    scale = "log" if (ratio > 0).all() else "symlog"
+    ax.set(title="recon / KL ratio", xlabel="epoch", yscale=scale)
     kl = _kl_matrix(rows)
     ax = axes[1, 0]
     ax.plot(epoch, _column(rows, "active_units"), marker=".")
@@ -214,8 +224,13 @@ def write_compare(path: Path, runs: Mapping[str, Rows]) -> None:
     plt.close(fig)
 
 
-def format_table(runs: Mapping[str, Rows], latent_dim: int) -> str:
-    """The last epoch of each run, one line per schedule.
+def format_table(
+    runs: Mapping[str, Rows],
+    latent_dim: int,
+    tests: Mapping[str, Mapping[str, float] | None] | None = None,
+) -> str:
+    """The last epoch of each run, one line per schedule, with its test NLL if ``tests`` has
+    one (nats per data point and bits per dimension, see :mod:`vaekit.demo.evaluate`).
 
     Example:
         >>> from vaekit.demo.report import format_table
@@ -224,16 +239,27 @@ def format_table(runs: Mapping[str, Rows], latent_dim: int) -> str:
         >>> print(format_table({"constant": [row]}, latent_dim=8))
         schedule  epochs    loss   recon      kl  I(x;z)  KL(q(z))    beta  recon/kl  active units
         constant       3  30.000  20.000  10.000   6.500     3.500  1.0000     2.000           5/8
+        >>> test = {"nll": 118.25, "bits_per_dim": 2.6656}
+        >>> print(format_table({"constant": [row]}, latent_dim=8, tests={"constant": test}))
+        schedule  epochs    loss   recon      kl  I(x;z)  KL(q(z))    beta  recon/kl  active units
+          test nll  bits/dim
+        constant       3  30.000  20.000  10.000   6.500     3.500  1.0000     2.000           5/8
+           118.250     2.666
     """
     header = f"{'schedule':<9} {'epochs':>6} {'loss':>7} {'recon':>7} {'kl':>7} "
     header += f"{'I(x;z)':>7} {'KL(q(z))':>9} {'beta':>7} "
-    lines = [header + f"{'recon/kl':>9} {'active units':>13}"]
+    header += f"{'recon/kl':>9} {'active units':>13}"
+    lines = [header + (f" {'test nll':>9} {'bits/dim':>9}" if tests else "")]
     for name, rows in runs.items():
         r = rows[-1]
-        lines.append(
+        line = (
             f"{name:<9} {int(r['epoch']):>6} {r['loss']:>7.3f} {r['recon']:>7.3f} {r['kl']:>7.3f} "
             f"{r['mi']:>7.3f} {r['marginal_kl']:>9.3f} "
             f"{r['beta']:>7.4f} {r['recon_kl_ratio']:>9.3f} "
             f"{str(int(r['active_units'])) + '/' + str(latent_dim):>13}"
         )
+        test = (tests or {}).get(name)
+        if test is not None:
+            line += f" {test['nll']:>9.3f} {test['bits_per_dim']:>9.3f}"
+        lines.append(line)
     return "\n".join(lines)

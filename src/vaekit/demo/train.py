@@ -19,13 +19,22 @@ from torch import Tensor, nn
 from torch.multiprocessing.spawn import ProcessRaisedException
 from torch.optim import Optimizer
 
-from vaekit import BetaTCVAELoss, VAELoss
+from vaekit import BetaTCVAELoss, LearnedVariance, VAELoss
 from vaekit.demo.checkpoints import AtomicSaver, demo_checkpoints, load_newest, remove_checkpoints
 from vaekit.demo.config import DemoConfig, build_beta
 from vaekit.demo.data import load_data
+from vaekit.demo.evaluate import (
+    eval_likelihood,
+    importance_weighted_nll,
+    split_data,
+    summary,
+    training_variance,
+    write_test_json,
+)
 from vaekit.demo.model import VAE
 from vaekit.demo.monitors import attach_metrics
 from vaekit.demo.report import write_csv, write_report, write_samples
+from vaekit.functional._recon import optimal_log_sigma
 from vaekit.handlers import BetaController, BetaScheduler
 from vaekit.schedules import GECO, Controller
 
@@ -155,13 +164,19 @@ def _free_port() -> int:
 def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device: str) -> None:
     """Train one model with ``schedule`` into ``out``; every process of the group calls it."""
     rank, world = idist.get_rank(), idist.get_world_size()
-    x = load_data(config.data)
+    x, x_test = split_data(load_data(config.data), config.test_fraction)
     torch.manual_seed(config.seed)
-    model: nn.Module = VAE(tuple(x.shape[1:]), latent_dim=config.latent_dim).to(device)
+    vae = VAE(
+        tuple(x.shape[1:]),
+        latent_dim=config.latent_dim,
+        learned_variance=config.recon_var == "learned",
+    )
+    model: nn.Module = vae.to(device)
     if world > 1:  # DDP; alone, auto_model would move the model to a GPU whatever --device says
         model = idist.auto_model(model)
     optimizer = idist.auto_optim(torch.optim.Adam(model.parameters(), lr=config.lr))
-    loss_fn = _loss(config, len(x)).to(device)
+    decoder = _decoder_settings(config, vae)
+    loss_fn = _loss(config, len(x), decoder, synced=world > 1).to(device)
     data = Batches(x, config.batch_size, seed=config.seed, rank=rank, world_size=world)
     # Uneven evaluation shards, all of the data: the metrics reduce exactly across processes.
     eval_data = Batches(x[rank::world], 512, seed=0, shuffle=False)
@@ -169,12 +184,12 @@ def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device:
     checkpoints = out / "checkpoints"
     diverged = _divergence(schedule, checkpoints)
     trainer = Engine(_train_step(model, optimizer, loss_fn, config, device, diverged))
-    evaluator = Engine(_eval_step(model, config, device))
+    evaluator = Engine(_eval_step(model, VAELoss(config.recon, **decoder).to(device), config))
     trainer.logger.setLevel(logging.CRITICAL)  # a Ctrl-C is reported once, by main()
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: data.set_epoch(e.state.epoch - 1))
     steps = config.epochs * len(data)
     beta = _attach_beta(trainer, build_beta(schedule, config, steps), loss_fn)
-    attach_metrics(trainer, evaluator, device=device)
+    attach_metrics(trainer, evaluator, device=device, sigma=config.recon_var is not None)
     history = History(loss=config.loss)
     trainer.add_event_handler(
         Events.ITERATION_STARTED, lambda _: history.betas.append(float(loss_fn.beta))
@@ -219,12 +234,14 @@ def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device:
         )
     if trainer.state.epoch < config.epochs:
         trainer.run(data, max_epochs=config.epochs)
+    test = _evaluate_test(vae, x, x_test, config)
     if rank == 0:
         write_csv(out / "metrics.csv", history.rows)
-        title = f"vaekit-demo --schedule {schedule} --beta {config.beta:g}: {len(x)} samples"
+        write_test_json(out / "test.json", test)
+        title = f"vaekit-demo --schedule {schedule} --beta {config.beta:g}"
         if config.loss == "tcvae":
             title = f"vaekit-demo --loss tcvae --schedule {schedule} --tc-beta {config.tc_beta:g}"
-            title += f": {len(x)} samples"
+        title += f": {len(x)} training samples\n{len(x_test)} held out: {summary(test)}"
         write_report(out / "report.png", history.rows, history.betas, title, dataset_size=len(x))
         write_samples(out / "samples.png", _unwrap(model), x, config.latent_dim, config.seed)
 
@@ -233,11 +250,14 @@ Step = Callable[[Engine, Tensor], dict[str, Tensor]]
 Loss = VAELoss | BetaTCVAELoss
 
 
-def _loss(config: DemoConfig, dataset_size: int) -> Loss:
-    """``--loss vae``: the KL weighted by the schedule; ``tcvae``: its total correlation."""
+def _loss(config: DemoConfig, dataset_size: int, decoder: dict[str, Any], synced: bool) -> Loss:
+    """``--loss vae``: the KL weighted by the schedule; ``tcvae``: its total correlation.
+    ``decoder`` holds the VAELoss settings of the decoder; with several processes (``synced``),
+    an optimal variance is that of the global batch."""
     if config.loss == "tcvae":
         return BetaTCVAELoss(config.recon, dataset_size=dataset_size, beta=config.tc_beta)
-    return VAELoss(config.recon, free_bits=config.free_bits)
+    sync = synced and config.recon_var == "optimal"
+    return VAELoss(config.recon, free_bits=config.free_bits, sync_dist=sync, **decoder)
 
 
 def _train_step(
@@ -268,13 +288,17 @@ def _train_step(
         # The parameters are the same on every process (DDP), so all stop together here.
         if not _all_finite(model.parameters()):
             raise diverged(engine, "the model's parameters are NaN or infinite")
-        return {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach()}
+        result = {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach()}
+        if isinstance(loss_fn, VAELoss) and config.recon_var is not None:
+            result["sigma"] = _sigma(loss_fn, x_hat.detach(), batch)
+        return result
 
     return step
 
 
-def _eval_step(model: nn.Module, config: DemoConfig, device: str) -> Step:
-    probe = VAELoss(config.recon).to(device)  # the true KL, without free bits
+def _eval_step(model: nn.Module, probe: VAELoss, config: DemoConfig) -> Step:
+    """The evaluation step: ``probe`` is the training loss without free bits (the true KL)."""
+    device = next(model.parameters()).device
 
     @torch.no_grad()
     def step(engine: Engine, batch: Tensor) -> dict[str, Tensor]:
@@ -290,6 +314,49 @@ def _eval_step(model: nn.Module, config: DemoConfig, device: str) -> Step:
 
 def _x_hat(logits: Tensor, recon: str) -> Tensor:
     return logits if recon == "bce_with_logits" else torch.sigmoid(logits)
+
+
+def _decoder_settings(config: DemoConfig, vae: VAE) -> dict[str, Any]:
+    """The VAELoss settings of the decoder: its variance and, if discretized, its grid."""
+    variance = vae.variance if vae.variance is not None else config.recon_var
+    settings: dict[str, Any] = {"recon_var": variance}
+    if config.recon.startswith("discretized_"):
+        settings["num_bins"] = config.num_bins
+    return settings
+
+
+def _sigma(loss_fn: VAELoss, x_hat: Tensor, x: Tensor) -> Tensor:
+    """The decoder's standard deviation in this step: learned, or the batch's clipped optimum
+    (this process's batch: a report, not the synced value the loss used)."""
+    if isinstance(loss_fn.recon_var, LearnedVariance):
+        variance: Tensor = loss_fn.recon_var()
+        return variance.detach().sqrt()
+    log_sigma = optimal_log_sigma((x - x_hat).square().sum(), x.numel(), -6.0)
+    return log_sigma.exp()
+
+
+def _evaluate_test(vae: VAE, x: Tensor, x_test: Tensor, config: DemoConfig) -> dict[str, Any]:
+    """The test NLL of ``x_test``, shared by the processes; every one calls it."""
+    variance = training_variance(vae, x, config.recon, config.recon_var, config.seed)
+    likelihood = eval_likelihood(config.recon)
+    result: dict[str, Any] = importance_weighted_nll(
+        vae,
+        x_test,
+        likelihood=likelihood,
+        variance=variance,
+        num_bins=config.num_bins,
+        k=config.iw_samples,
+        seed=config.seed,
+        rank=idist.get_rank(),
+        world_size=idist.get_world_size(),
+    )
+    result.update(
+        k=config.iw_samples,
+        num_bins=config.num_bins,
+        sigma=math.sqrt(variance),
+        likelihood=likelihood,
+    )
+    return result
 
 
 def _attach_beta(trainer: Engine, beta: Any, loss_fn: Loss) -> BetaScheduler | BetaController:

@@ -7,6 +7,12 @@ from vaekit.functional.decomposition import (
     kl_decomposition,
 )
 from vaekit.functional.kl import kl_divergence_normal
+from vaekit.functional.likelihood import (
+    bits_per_dim,
+    iwae_bound,
+    log_importance_weights,
+    log_likelihood,
+)
 from vaekit.functional.loss import VAELossOutput, convert_beta, vae_loss
 from vaekit.functional.reparam import reparameterize
 
@@ -15,9 +21,13 @@ __all__ = [
     "KLDecomposition",
     "VAELossOutput",
     "beta_tcvae_loss",
+    "bits_per_dim",
     "convert_beta",
+    "iwae_bound",
     "kl_decomposition",
     "kl_divergence_normal",
+    "log_importance_weights",
+    "log_likelihood",
     "reparameterize",
     "vae_loss",
 ]

@@ -24,13 +24,14 @@ from vaekit._checks import (
     result_dtype,
 )
 from vaekit._reduction import Reduction, reduce, split, sum_scale
-from vaekit.functional.loss import (
+from vaekit.functional._recon import (
     ReconFn,
-    _check_batch_sizes,
+    ReconSettings,
     _recon_elementwise,
     check_recon,
     check_recon_var,
 )
+from vaekit.functional.loss import _check_batch_sizes
 
 __all__ = ["BetaTCVAELossOutput", "KLDecomposition", "beta_tcvae_loss", "kl_decomposition"]
 
@@ -283,7 +284,8 @@ def _beta_tcvae_loss(
     _check_batch_sizes(x, mu)
     terms = _kl_decomposition_terms(z, mu, log_var, dataset_size, estimator)
     recon_term = reduce(
-        _recon_elementwise(x_hat, x, recon, check_recon_var(None, recon)), recon_reduction
+        _recon_elementwise(x_hat, x, ReconSettings(recon), check_recon_var(None, recon)),
+        recon_reduction,
     )
     scale = sum_scale(kl_reduction, mu)
     mi, tc, dim_kl = (t.sum() * scale for t in terms)

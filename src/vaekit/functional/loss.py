@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from fractions import Fraction
-from typing import NamedTuple, TypeAlias
+from typing import NamedTuple
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vaekit._checks import (
-    check_broadcastable_to,
     check_free_bits,
     check_loss_reduction,
     check_number,
@@ -21,19 +16,23 @@ from vaekit._checks import (
     check_same_shape,
     check_tensor,
     check_weight,
-    result_dtype,
 )
 from vaekit._reduction import Reduction, per_data_point_scale, reduce, split
+
+# The reconstruction names and checks, importable from here by the other losses and the demo.
+from vaekit.functional._recon import RECONS as RECONS
+from vaekit.functional._recon import ReconFn as ReconFn
+from vaekit.functional._recon import (
+    ReconSettings,
+    _recon_elementwise,
+    check_recon_settings,
+    check_variance_inputs,
+)
+from vaekit.functional._recon import check_recon as check_recon
+from vaekit.functional._recon import check_recon_var as check_recon_var
 from vaekit.functional.kl import _kl_divergence_normal
 
 __all__ = ["VAELossOutput", "convert_beta", "vae_loss"]
-
-RECONS = ("mse", "l1", "bce", "bce_with_logits", "gaussian")
-
-ReconFn: TypeAlias = Callable[[Tensor, Tensor], Tensor]
-"""A reconstruction loss ``fn(x_hat, x)`` returning one loss per element of ``x``."""
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 class VAELossOutput(NamedTuple):
@@ -66,7 +65,11 @@ def vae_loss(
     reduction: Reduction = "batchmean",
     free_bits: float = 0.0,
     capacity: float | Tensor | None = None,
-    recon_var: float | Tensor | None = None,
+    recon_var: float | str | Tensor | None = None,
+    min_log_sigma: float | None = -6.0,
+    num_bins: int = 256,
+    data_range: tuple[float, float] = (0.0, 1.0),
+    sync_dist: bool = False,
 ) -> VAELossOutput:
     r"""The negative ELBO of a VAE with a diagonal Gaussian posterior, weighted by ``beta``.
 
@@ -100,12 +103,32 @@ def vae_loss(
         \texttt{"bce"}: -\big(x \log\hat x + (1 - x)\log(1 - \hat x)\big),
 
     ``"bce_with_logits"``, the same with :math:`\hat x` given as logits and computed stably by
-    :func:`torch.nn.functional.binary_cross_entropy_with_logits`, and ``"gaussian"``, the
-    negative log-likelihood of :math:`x` under :math:`\mathcal N(\hat x, \sigma_x^2)`, constant
-    included so that the loss is a true negative ELBO in nats:
+    :func:`torch.nn.functional.binary_cross_entropy_with_logits`, and three negative
+    log-likelihoods with a variance :math:`\sigma_x^2` (``recon_var``), constants included so
+    that the loss is a true negative ELBO in nats:
 
-    .. math::
-        \tfrac12\Big(\frac{(x - \hat x)^2}{\sigma_x^2} + \log\sigma_x^2 + \log 2\pi\Big).
+    - ``"gaussian"``, of :math:`x` under :math:`\mathcal N(\hat x, \sigma_x^2)`:
+      :math:`\tfrac12\big((x - \hat x)^2/\sigma_x^2 + \log\sigma_x^2 + \log 2\pi\big)`;
+    - ``"discretized_gaussian"`` and ``"discretized_logistic"``, for data on the grid
+      :math:`lo + k\Delta`, :math:`\Delta = (hi - lo)/(\text{num\_bins} - 1)` of
+      ``data_range = (lo, hi)``: :math:`-\log\big(F(x + \Delta/2) - F(x - \Delta/2)\big)` for
+      the CDF :math:`F` of a Gaussian, or a logistic, of mean :math:`\hat x` and variance
+      :math:`\sigma_x^2` (a logistic of scale :math:`s` has variance :math:`\pi^2 s^2/3`), the
+      first bin open to :math:`-\infty` and the last to :math:`+\infty`. The probabilities of
+      the grid's values sum to 1, and they are computed in log space, without a clamp: the log
+      is finite wherever the probability is a positive normal float.
+
+    ``recon_var`` is a number or a tensor broadcastable to ``x`` (used as given), or the
+    batch-optimal variance of a calibrated decoder (the sigma-VAE of Rybkin et al., 2021):
+    ``"optimal"``, :math:`\sigma_x^{*2} = \overline{(x - \hat x)^2}` over every element of the
+    batch, one shared variance, or ``"optimal_channel"``, one per channel (dimension 1)
+    averaged over the batch and the other dimensions. It is differentiable, as in the
+    authors' code, and with ``"gaussian"`` and ``"batchmean"`` the reconstruction term is
+    :math:`\tfrac D2\big(1 + \log(2\pi\,\sigma_x^{*2})\big)` for :math:`D` elements per data
+    point: a ``beta = 2\sigma^2`` tuned against a summed squared error, found afresh every step.
+    The optimal variance passes through the authors' soft clip, :math:`\log\sigma_x \mapsto
+    m + \operatorname{softplus}(\log\sigma_x - m)` with :math:`m` = ``min_log_sigma``, so that
+    a near-perfect reconstruction cannot drive the loss to :math:`-\infty`.
 
     ``"bce"`` takes :math:`\hat x` as probabilities and, like torch, clamps each log at -100.
     A callable ``recon(x_hat, x)`` must return one loss per element of ``x``. Half-precision
@@ -114,35 +137,50 @@ def vae_loss(
 
     Args:
         x_hat: the reconstruction (probabilities for ``"bce"``, logits for
-            ``"bce_with_logits"``), shape ``(B, *)``.
+            ``"bce_with_logits"``, the mean for the likelihoods with a variance), shape
+            ``(B, *)``.
         x: the target, the shape of ``x_hat``.
         mu: posterior mean, shape ``(B, *latent)``.
         log_var: posterior log-variance :math:`\log\sigma^2` (not the log standard deviation),
             the shape of ``mu``.
-        recon: ``"mse"`` | ``"l1"`` | ``"bce"`` | ``"bce_with_logits"`` | ``"gaussian"``, or a
-            callable ``(x_hat, x) -> Tensor`` of ``x.shape``.
+        recon: ``"mse"`` | ``"l1"`` | ``"bce"`` | ``"bce_with_logits"`` | ``"gaussian"`` |
+            ``"discretized_gaussian"`` | ``"discretized_logistic"``, or a callable
+            ``(x_hat, x) -> Tensor`` of ``x.shape``.
         beta: weight of the KL term, a number ``>= 0`` or a one-element tensor (whose value is
             not read, since that would force a device sync).
         reduction: ``"batchmean"`` | ``"mean"`` | ``"sum"``, or a ``(recon, kl)`` pair of them.
         free_bits: nats per latent element, see :func:`kl_divergence_normal`.
         capacity: target KL :math:`C` in the units of the KL's reduction (nats per data point
             for ``"batchmean"``), a number ``>= 0`` or a one-element tensor; ``None`` for none.
-        recon_var: the variance :math:`\sigma_x^2` of ``"gaussian"``, a number ``> 0`` or a
-            tensor broadcastable to ``x`` (a learned variance, say); ``None`` means 1. Only
-            with ``recon="gaussian"``.
+        recon_var: the variance :math:`\sigma_x^2` of ``"gaussian"`` and the discretized
+            likelihoods: a number ``> 0``, a tensor broadcastable to ``x`` (the output of a
+            :class:`vaekit.nn.LearnedVariance`, say), ``"optimal"`` or ``"optimal_channel"``;
+            ``None`` means 1. Only with those three ``recon``.
+        min_log_sigma: :math:`m` of the soft clip of the optimal variance's
+            :math:`\log\sigma_x`, or ``None`` for no clip. A variance given as a number or a
+            tensor is used as given.
+        num_bins: the number of grid values of the discretized likelihoods, ``>= 2``.
+        data_range: ``(lo, hi)``, the first and last grid values, ``lo < hi``.
+        sync_dist: with ``recon_var="optimal"`` or ``"optimal_channel"`` under
+            :mod:`torch.distributed`, compute the variance over the global batch, by a
+            differentiable all-reduce of the squared-error sums and counts, so that every
+            process optimises the same objective. Without a process group of several, the
+            local batch is the batch.
 
     Returns:
         :class:`VAELossOutput` ``(loss, recon, kl)`` of scalars.
 
     Raises:
         TypeError: if a tensor argument is not a floating-point tensor, ``recon`` is neither a
-            string nor a callable or returns no tensor, or ``beta``, ``capacity``,
-            ``free_bits`` or ``recon_var`` is of the wrong type.
+            string nor a callable or returns no tensor, or a setting (``beta``, ``capacity``,
+            ``free_bits``, ``recon_var``, ``min_log_sigma``, ``num_bins``, ``data_range``,
+            ``sync_dist``) is of the wrong type.
         ValueError: if ``x_hat`` and ``x``, or ``mu`` and ``log_var``, differ in shape, ``x``
             and ``mu`` differ in batch size or have none, ``recon`` or ``reduction`` is unknown,
-            a number is out of range, ``recon_var`` is given to a non-Gaussian ``recon`` or
-            does not broadcast to ``x``, a callable returns the wrong shape, or a batch to be
-            averaged is empty.
+            a number is out of range, ``recon_var`` is given to a ``recon`` without a variance,
+            is unknown or does not broadcast to ``x``, ``"optimal_channel"`` finds no channel
+            dimension, ``sync_dist`` is set without an optimal variance, a callable returns the
+            wrong shape, or a batch to be averaged is empty.
 
     Example:
         >>> import torch
@@ -159,21 +197,35 @@ def vae_loss(
         tensor(1.2715)
         >>> vae_loss(x_hat, x, mu, log_var, beta=4.0, capacity=0.5).loss
         tensor(1.8362)
+        >>> sigma_vae = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="optimal")
+        >>> sigma_vae.recon  # (D / 2) (1 + log(2 pi MSE)), D = 2 and MSE = 0.625
+        tensor(2.3679)
+        >>> vae_loss(x_hat, x, mu, log_var, recon="discretized_logistic", recon_var=0.25,
+        ...          num_bins=5, data_range=(0.0, 4.0)).recon  # x on the grid 0, 1, ..., 4
+        tensor(1.7465)
     """
     recon = check_recon(recon)
     recon_reduction, kl_reduction = split(check_loss_reduction(reduction))
+    recon_var = check_recon_var(recon_var, recon)
     return _vae_loss(
         x_hat,
         x,
         mu,
         log_var,
-        recon=recon,
+        recon=check_recon_settings(
+            recon,
+            recon_var,
+            min_log_sigma=min_log_sigma,
+            num_bins=num_bins,
+            data_range=data_range,
+            sync_dist=sync_dist,
+        ),
         beta=check_weight("beta", beta),
         recon_reduction=recon_reduction,
         kl_reduction=kl_reduction,
         free_bits=check_free_bits(free_bits, kl_reduction),
         capacity=None if capacity is None else check_weight("capacity", capacity),
-        recon_var=check_recon_var(recon_var, recon),
+        recon_var=recon_var,
     )
 
 
@@ -183,13 +235,13 @@ def _vae_loss(
     mu: Tensor,
     log_var: Tensor,
     *,
-    recon: str | ReconFn,
+    recon: ReconSettings,
     beta: float | Tensor,
     recon_reduction: str,
     kl_reduction: str,
     free_bits: float,
     capacity: float | Tensor | None,
-    recon_var: float | Tensor,
+    recon_var: float | str | Tensor,
 ) -> VAELossOutput:
     """:func:`vae_loss` for checked settings: what :class:`vaekit.VAELoss` calls."""
     for name, t in (("x_hat", x_hat), ("x", x), ("mu", mu), ("log_var", log_var)):
@@ -197,9 +249,7 @@ def _vae_loss(
     check_same_shape("x_hat", x_hat, "x", x)
     check_same_device("x", x, "x_hat", x_hat)
     _check_batch_sizes(x, mu)
-    if isinstance(recon_var, Tensor):
-        check_broadcastable_to("recon_var", recon_var, "x", x)
-        check_same_device("x", x, "recon_var", recon_var)
+    check_variance_inputs(recon_var, x)
     if recon_reduction != "sum" and x.numel() == 0:
         raise ValueError(
             f"Argument x should not be empty for reduction={recon_reduction!r}, "
@@ -283,47 +333,6 @@ def convert_beta(
     return beta * float(ratio)
 
 
-def check_recon(recon: object) -> str | ReconFn:
-    """Return ``recon`` if it is a known reconstruction name or a callable, else raise."""
-    if isinstance(recon, str):
-        if recon not in RECONS:
-            choices = ", ".join(repr(r) for r in RECONS)
-            raise ValueError(
-                f"Argument recon should be one of {choices} or a callable, but given {recon!r}"
-            )
-        return recon
-    if not callable(recon):
-        raise TypeError(
-            f"Argument recon should be a str or a callable, but given {type(recon).__name__}"
-        )
-    return recon
-
-
-def check_recon_var(value: object, recon: str | ReconFn) -> float | Tensor:
-    """Return the Gaussian variance as a float > 0 or a floating tensor, else raise.
-
-    A tensor's values are checked on the CPU only: reading them elsewhere would force a sync.
-    """
-    if value is None:
-        return 1.0
-    if recon != "gaussian":
-        raise ValueError(
-            f"Argument recon_var should be None unless recon='gaussian', but given "
-            f"recon_var={value!r} with recon={recon!r}"
-        )
-    if isinstance(value, Tensor):
-        check_tensor("recon_var", value)
-        if value.device.type == "cpu" and not torch.compiler.is_compiling():
-            values = value.detach()
-            if not bool(((values > 0) & values.isfinite()).all()):
-                raise ValueError(
-                    "Argument recon_var should be finite and > 0 everywhere, but given a "
-                    f"tensor with values from {values.min().item()} to {values.max().item()}"
-                )
-        return value
-    return check_number("recon_var", value, low=0.0, low_open=True)
-
-
 def _check_batch_sizes(x: Tensor, mu: Tensor) -> None:
     for name, t in (("x", x), ("mu", mu)):
         if t.dim() == 0:
@@ -356,52 +365,3 @@ def _kl_weight(
 
 def _as(value: float | Tensor, like: Tensor) -> float | Tensor:
     return value.reshape(()).to(like.dtype) if isinstance(value, Tensor) else value
-
-
-def _recon_elementwise(
-    x_hat: Tensor, x: Tensor, recon: str | ReconFn, recon_var: float | Tensor
-) -> Tensor:
-    dtype = result_dtype(x_hat, x)
-    if not isinstance(recon, str):
-        loss = recon(x_hat, x)
-        if not isinstance(loss, Tensor):
-            raise TypeError(
-                f"Argument recon should return a torch.Tensor, but given {type(loss).__name__}"
-            )
-        if not loss.is_floating_point():
-            raise TypeError(
-                "Argument recon should return a real floating-point tensor, "
-                f"but given dtype {loss.dtype}"
-            )
-        if loss.shape != x.shape:
-            raise ValueError(
-                f"Argument recon should return an elementwise loss of x.shape={tuple(x.shape)}, "
-                f"but given recon(x_hat, x).shape={tuple(loss.shape)}"
-            )
-        return loss.to(torch.promote_types(dtype, loss.dtype))
-    x_hat, x = x_hat.to(dtype), x.to(dtype)
-    if recon == "mse":
-        return F.mse_loss(x_hat, x, reduction="none")
-    if recon == "l1":
-        return F.l1_loss(x_hat, x, reduction="none")
-    if recon == "bce":
-        return _bce(x_hat, x)
-    if recon == "bce_with_logits":
-        return F.binary_cross_entropy_with_logits(x_hat, x, reduction="none")
-    if isinstance(recon_var, Tensor):
-        var = recon_var.to(dtype)
-        return 0.5 * ((x - x_hat).square() / var + var.log() + _LOG_2PI)
-    return (0.5 / recon_var) * (x - x_hat).square() + 0.5 * (math.log(recon_var) + _LOG_2PI)
-
-
-def _bce(probs: Tensor, x: Tensor) -> Tensor:
-    try:
-        return F.binary_cross_entropy(probs, x, reduction="none")
-    except RuntimeError as error:  # torch's check of the values, in its own words
-        if "between 0 and 1" not in str(error):
-            raise
-        raise ValueError(
-            "Argument x_hat should hold probabilities in [0, 1] for recon='bce', but given "
-            f"values from {probs.min().item()} to {probs.max().item()}; for logits, use "
-            "recon='bce_with_logits'"
-        ) from error

@@ -1,4 +1,5 @@
-"""torchmetrics metrics (extra ``metrics``): loss balance and posterior-collapse monitors."""
+"""torchmetrics metrics (extra ``metrics``): loss balance and posterior-collapse monitors, and
+the importance-weighted test NLL."""
 
 try:
     import torchmetrics  # noqa: F401
@@ -7,7 +8,14 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 
 from vaekit.metrics.active_units import ActiveUnits
 from vaekit.metrics.aggregate_posterior import AggregatePosterior
+from vaekit.metrics.importance_weighted_nll import ImportanceWeightedNLL
 from vaekit.metrics.kl_per_dimension import KLPerDimension
 from vaekit.metrics.recon_kl_ratio import ReconKLRatio
 
-__all__ = ["ActiveUnits", "AggregatePosterior", "KLPerDimension", "ReconKLRatio"]
+__all__ = [
+    "ActiveUnits",
+    "AggregatePosterior",
+    "ImportanceWeightedNLL",
+    "KLPerDimension",
+    "ReconKLRatio",
+]

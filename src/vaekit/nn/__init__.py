@@ -5,5 +5,13 @@ from vaekit.nn.kl import KLDivergenceNormal
 from vaekit.nn.loss import VAELoss
 from vaekit.nn.reparam import GaussianReparam, GaussianSample
 from vaekit.nn.tcvae import BetaTCVAELoss
+from vaekit.nn.variance import LearnedVariance
 
-__all__ = ["BetaTCVAELoss", "GaussianReparam", "GaussianSample", "KLDivergenceNormal", "VAELoss"]
+__all__ = [
+    "BetaTCVAELoss",
+    "GaussianReparam",
+    "GaussianSample",
+    "KLDivergenceNormal",
+    "LearnedVariance",
+    "VAELoss",
+]
