@@ -32,7 +32,7 @@ def run(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
     """compute() over ``batches`` in one process."""
     from vaekit.metrics import AggregatePosterior
 
-    metric = AggregatePosterior(num_samples=NUM_SAMPLES, seed=3)
+    metric = AggregatePosterior(num_samples=NUM_SAMPLES, seed=3).set_dtype(torch.float64)
     for mu, log_var in batches:
         metric.update(mu, log_var)
     return metric.compute()
@@ -45,7 +45,7 @@ def _run(local_rank: int, out_dir: str) -> None:
 
     rank = idist.get_rank()
     data = make_batches()
-    metric = AggregatePosterior(num_samples=NUM_SAMPLES, seed=3)
+    metric = AggregatePosterior(num_samples=NUM_SAMPLES, seed=3).set_dtype(torch.float64)
     results = {}
     for i in SHARDS[rank]:
         metric.update(*data[i])

@@ -56,7 +56,8 @@ def _run(local_rank: int, out_dir: str) -> None:
 
     rank = idist.get_rank()
     weights = make_weights()
-    nats, bits = ImportanceWeightedNLL(), ImportanceWeightedNLL("bits_per_dim", num_dims=12)
+    nats = ImportanceWeightedNLL().set_dtype(torch.float64)
+    bits = ImportanceWeightedNLL("bits_per_dim", num_dims=12).set_dtype(torch.float64)
     for i in SHARDS[rank]:
         nats.update(weights[i])
         bits.update(weights[i])

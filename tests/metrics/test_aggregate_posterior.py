@@ -35,7 +35,8 @@ def posteriors(n=60, latent=(3,), seed=0, dtype=torch.float32):
 
 
 def computed(batches, **kwargs):
-    metric = AggregatePosterior(**kwargs)
+    """compute() over ``batches``, with float64 results to compare at float64's precision."""
+    metric = AggregatePosterior(**kwargs).set_dtype(torch.float64)
     for mu, log_var in batches:
         metric.update(mu, log_var)
     return metric.compute()
@@ -80,6 +81,17 @@ def test_against_torch_distributions_mixtures(latent, num_samples):
     result = computed([(mu, log_var)], num_samples=num_samples, seed=7)
     assert all(v.shape == () and v.dtype == torch.float64 for v in result.values())
     assert_equal_results(result, mixture_reference(mu, log_var, num_samples, 7), tol=1e-10)
+
+
+def test_results_come_in_the_metric_dtype_from_float64_posteriors():
+    mu, log_var = posteriors(60, (3,))
+    default = AggregatePosterior(num_samples=25, seed=7)
+    default.update(mu, log_var)
+    assert default.mu[0].dtype == torch.float64
+    result = default.compute()
+    assert all(v.dtype == torch.float32 for v in result.values())
+    want = computed([(mu, log_var)], num_samples=25, seed=7)
+    assert_equal_results(result, {k: v.float() for k, v in want.items()})
 
 
 def test_the_draw_takes_every_posterior_once_per_pass():
@@ -149,9 +161,9 @@ def test_through_torch_metrics_adapter():
 
 def test_an_adapter_checkpoint_resumes_to_the_same_result():
     batches = [posteriors(n, seed=s) for s, n in enumerate((9, 14, 5))]
-    adapter = TorchMetricsAdapter(AggregatePosterior(num_samples=50))
+    adapter = TorchMetricsAdapter(AggregatePosterior(num_samples=50).set_dtype(torch.float64))
     adapter.update(dict(zip(("mu", "log_var"), batches[0], strict=True)))
-    restored = TorchMetricsAdapter(AggregatePosterior(num_samples=50))
+    restored = TorchMetricsAdapter(AggregatePosterior(num_samples=50).set_dtype(torch.float64))
     restored.load_state_dict(adapter.state_dict())
     with pytest.raises(ValueError, match=r"should have shape \(B, 3\) like the earlier updates"):
         restored.update(dict(zip(("mu", "log_var"), posteriors(4, latent=(2,)), strict=True)))
@@ -162,7 +174,7 @@ def test_an_adapter_checkpoint_resumes_to_the_same_result():
 
 def test_merge_state():
     a, b = posteriors(20, seed=1), posteriors(30, seed=2)
-    left, right = AggregatePosterior(), AggregatePosterior()
+    left, right = (AggregatePosterior().set_dtype(torch.float64) for _ in range(2))
     left.update(*a)
     right.update(*b)
     left.compute()
@@ -225,7 +237,7 @@ def test_any_world_gathers_in_rank_order():
     }
 
     def rank(r: int) -> dict[str, torch.Tensor]:
-        metric = AggregatePosterior(num_samples=20, **options)
+        metric = AggregatePosterior(num_samples=20, **options).set_dtype(torch.float64)
         for batch in shards[r]:
             metric.update(*batch)
         return metric.compute()

@@ -33,22 +33,32 @@ def reference(log_weights):
     return -(top + (w - top).exp().mean(dim=0).log()).mean()
 
 
+def metric64(*args: Any, **kwargs: Any) -> ImportanceWeightedNLL:
+    """The metric with float64 results, to compare its float64 sums at float64's precision."""
+    return ImportanceWeightedNLL(*args, **kwargs).set_dtype(torch.float64)
+
+
 def test_compute_is_the_mean_negative_bound():
-    metric = ImportanceWeightedNLL()
+    metric = metric64()
     w = weights()
     metric.update(w)
     torch.testing.assert_close(metric.compute(), reference(w), rtol=1e-14, atol=0)
     assert metric.compute().dtype == torch.float64
     assert metric.nll_sum.dtype == torch.float64
+    default = ImportanceWeightedNLL()  # float64 sums, a result in torchmetrics' float32
+    default.update(w)
+    assert default.compute().dtype == torch.float32
+    assert default.nll_sum.dtype == torch.float64
+    torch.testing.assert_close(default.compute(), reference(w).float())
 
 
 @settings(max_examples=30, deadline=None)
 @given(cuts=st.lists(st.integers(0, 20), max_size=5))
 def test_any_split_into_batches_equals_one_update(cuts):
     w = weights()
-    whole = ImportanceWeightedNLL()
+    whole = metric64()
     whole.update(w)
-    split = ImportanceWeightedNLL()
+    split = metric64()
     bounds = [0, *sorted(cuts), 20]
     for lo, hi in itertools.pairwise(bounds):
         split.update(w[:, lo:hi])  # empty batches too
@@ -57,7 +67,7 @@ def test_any_split_into_batches_equals_one_update(cuts):
 
 def test_merged_states_equal_one_update():
     w = weights()
-    whole, a, b = ImportanceWeightedNLL(), ImportanceWeightedNLL(), ImportanceWeightedNLL()
+    whole, a, b = metric64(), metric64(), metric64()
     whole.update(w)
     a.update(w[:, :7])
     b.update(w[:, 7:])
@@ -68,7 +78,7 @@ def test_merged_states_equal_one_update():
 
 def test_float32_weights_are_summed_in_float64():
     w = weights().float()
-    metric = ImportanceWeightedNLL()
+    metric = metric64()
     for i in range(20):
         metric.update(w[:, i : i + 1])
     torch.testing.assert_close(metric.compute(), reference(w), rtol=1e-14, atol=0)
@@ -76,23 +86,21 @@ def test_float32_weights_are_summed_in_float64():
 
 def test_bits_per_dim():
     w = weights()
-    nats = ImportanceWeightedNLL()
+    nats = metric64()
     nats.update(w)
     for num_bins, data_range in ((None, (0.0, 1.0)), (256, (0.0, 1.0)), (256, (-1.0, 1.0))):
-        metric = ImportanceWeightedNLL(
-            "bits_per_dim", num_dims=64, num_bins=num_bins, data_range=data_range
-        )
+        metric = metric64("bits_per_dim", num_dims=64, num_bins=num_bins, data_range=data_range)
         metric.update(w)
         want = bits_per_dim(nats.compute(), 64, num_bins=num_bins, data_range=data_range)
         torch.testing.assert_close(metric.compute(), want, rtol=1e-15, atol=0)
-    uniform = ImportanceWeightedNLL("bits_per_dim", num_dims=3)
+    uniform = metric64("bits_per_dim", num_dims=3)
     uniform.update(torch.full((4, 5), -3 * math.log(256), dtype=torch.float64))
     assert uniform.compute().item() == 8.0
 
 
 def test_forward_returns_the_batch_and_accumulates():
     w = weights()
-    metric = ImportanceWeightedNLL()
+    metric = metric64()
     torch.testing.assert_close(metric(w[:, :5]), reference(w[:, :5]))
     metric(w[:, 5:])
     torch.testing.assert_close(metric.compute(), reference(w))
@@ -101,14 +109,14 @@ def test_forward_returns_the_batch_and_accumulates():
 
 
 def test_before_any_update_it_warns_and_is_nan():
-    metric = ImportanceWeightedNLL()
+    metric = metric64()
     with pytest.warns(UserWarning, match="was called before the ``update`` method"):
         assert torch.isnan(metric.compute())
 
 
 def test_inputs_are_detached():
     w = weights().requires_grad_()
-    metric = ImportanceWeightedNLL()
+    metric = metric64()
     metric.update(w)
     assert not metric.nll_sum.requires_grad
 
@@ -137,7 +145,7 @@ def test_errors():
         ImportanceWeightedNLL("bits_per_dim", num_dims=2, num_bins=1)
     with pytest.raises(ValueError, match=r"Argument data_range should be a pair"):
         ImportanceWeightedNLL("bits_per_dim", num_dims=2, data_range=(0.0, 0.0))
-    metric = ImportanceWeightedNLL()
+    metric = metric64()
     for bad in (torch.zeros(5), torch.zeros(0, 3), torch.zeros(2, 3, 1)):
         with pytest.raises(
             ValueError, match=r"Argument log_weights should have shape \(K, B\) with K >= 1"
@@ -160,7 +168,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
 def test_two_ranks_equal_one_process(ranks: list[dict[str, Any]]) -> None:
     # The metric over uneven shards equals one update with every batch.
     w = torch.cat(dist_script.make_weights(), dim=1)
-    nats = ImportanceWeightedNLL()
+    nats = metric64()
     nats.update(w)
     for r in ranks:
         torch.testing.assert_close(r["nats"], nats.compute(), rtol=1e-14, atol=0)

@@ -96,8 +96,12 @@ def importance_weighted_nll(
     """
     device = next(model.parameters()).device
     model.eval()
+    # float64 results: the report's nats and bits per dimension, not float32 roundings of them
+    # (set after the move: torchmetrics' .to() resets the result dtype)
     nll = ImportanceWeightedNLL().to(device)
     bpd = ImportanceWeightedNLL("bits_per_dim", num_dims=x[0].numel()).to(device)
+    nll.set_dtype(torch.float64)
+    bpd.set_dtype(torch.float64)
     neg_elbo = MeanMetric().to(device)
     g = torch.Generator(device).manual_seed(seed)
     chunk = world_size * max(1, _CHUNK_ELEMENTS // (k * x[0].numel() * world_size))

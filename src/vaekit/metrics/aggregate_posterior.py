@@ -54,7 +54,8 @@ class AggregatePosterior(_SumStateMetric):
     the states, in chunks of codes that hold at most :math:`2^{22}` (code, posterior,
     dimension) triples at a time: memory :math:`O(c \cdot N \cdot D)` for a chunk of
     :math:`c` codes, time :math:`O(\texttt{num\_samples} \cdot N \cdot D)`. It returns the
-    float64 scalars ``{"mi", "marginal_kl", "tc", "dim_kl"}``, Monte Carlo averages over the
+    scalars ``{"mi", "marginal_kl", "tc", "dim_kl"}`` (computed in float64, returned in the
+    metric's dtype: float32 unless ``set_dtype`` says otherwise), Monte Carlo averages over the
     codes; ``mi + marginal_kl`` is the Monte Carlo KL term.
 
     Since :math:`q(z_m)` includes the code's own posterior with weight :math:`1/N`, each
@@ -106,6 +107,7 @@ class AggregatePosterior(_SumStateMetric):
         for name in _STATES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self._latent_shape: tuple[int, ...] | None = None
+        self._placeholder = False  # whether sync lent the states an empty posterior
 
     def update(self, mu: Tensor, log_var: Tensor) -> None:
         """Add a batch of posterior means and log-variances of shape ``(B, *latent)``."""
@@ -116,9 +118,10 @@ class AggregatePosterior(_SumStateMetric):
         self._states("log_var").append(log_var)
 
     def compute(self) -> dict[str, Tensor]:
-        """Return ``{"mi", "marginal_kl", "tc", "dim_kl"}``, float64 scalars in nats."""
+        """Return ``{"mi", "marginal_kl", "tc", "dim_kl"}``, scalars in nats."""
         mu, log_var = (self._concatenated(name) for name in _STATES)
-        return _aggregate_posterior_compute(mu, log_var, self.num_samples, self.seed)
+        terms = _aggregate_posterior_compute(mu, log_var, self.num_samples, self.seed)
+        return {name: self._result(value) for name, value in terms.items()}
 
     def _states(self, name: str) -> list[Tensor]:
         state = getattr(self, name)
@@ -161,21 +164,56 @@ class AggregatePosterior(_SumStateMetric):
             self._latent_shape = theirs
         return incoming_state
 
-    def _sync_dist(
+    def sync(
         self,
-        dist_sync_fn: Callable[..., list[Tensor]] = gather_all_tensors,
+        dist_sync_fn: Callable[..., list[Tensor]] | None = None,
         process_group: Any | None = None,
+        should_sync: bool = True,
+        distributed_available: Callable[[], bool] | None = None,
     ) -> None:
-        """Give a process that has seen no posterior an empty one of the common shape, then sync.
+        """Gather the posteriors of every process, in rank order, as torchmetrics' ``sync``.
 
-        torchmetrics would gather a 1-dimensional empty tensor for it, which meets the
-        ``(B, *latent)`` tensors of the others in mismatched collectives.
+        A process that has seen no posterior first takes an empty one of the shape the
+        processes agree on: torchmetrics would gather a 1-dimensional empty tensor for it,
+        which meets the ``(B, *latent)`` tensors of the others in mismatched collectives.
+
+        Args:
+            dist_sync_fn: the all-gather to sync with; ``None`` for torchmetrics'.
+            process_group: the group to sync over; ``None`` for the metric's.
+            should_sync: whether to sync at all.
+            distributed_available: says whether processes are running; ``None`` for the metric's
+                ``distributed_available_fn``.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.metrics import AggregatePosterior
+            >>> metric = AggregatePosterior()
+            >>> metric.update(torch.zeros(2, 3), torch.zeros(2, 3))
+            >>> metric.sync()  # one process: nothing to do
+            >>> len(metric.mu)
+            1
         """
-        group = process_group or self.process_group
-        agreed = _agree_latent_shape(self._shape, dist_sync_fn, group, self.device)
-        if agreed is not None:
-            for name in _STATES:
-                if not getattr(self, name):  # a new list: sync restores the cached one
-                    empty = torch.zeros((0, *agreed[0]), dtype=torch.float64, device=self.device)
+        available = distributed_available or self.distributed_available_fn
+        if should_sync and callable(available) and available():
+            gather = dist_sync_fn or gather_all_tensors
+            group = process_group or self.process_group
+            agreed = _agree_latent_shape(self._shape, gather, group, self.device)
+            if agreed is not None and not self._states("mu"):
+                empty = torch.zeros((0, *agreed[0]), dtype=torch.float64, device=self.device)
+                for name in _STATES:
                     setattr(self, name, [empty])
-        super()._sync_dist(dist_sync_fn, process_group)
+                self._placeholder = True
+        super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
+
+    def unsync(self, should_unsync: bool = True) -> None:
+        """Restore the local posteriors after a ``sync``, as torchmetrics' ``unsync``; the empty
+        posterior that ``sync`` lent a process that had none is taken back.
+
+        Args:
+            should_unsync: whether to restore at all.
+        """
+        super().unsync(should_unsync)
+        if should_unsync and self._placeholder:
+            for name in _STATES:
+                setattr(self, name, [])
+            self._placeholder = False

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics.utilities.imports import _MATPLOTLIB_AVAILABLE
-from torchmetrics.utilities.plot import _AX_TYPE, _PLOT_OUT_TYPE
 
 from vaekit._checks import check_int
 from vaekit.functional._recon import check_data_range
@@ -23,9 +20,6 @@ __all__ = ["ImportanceWeightedNLL"]
 
 UNITS = ("nats", "bits_per_dim")
 
-if not _MATPLOTLIB_AVAILABLE:  # pragma: no cover - matplotlib ships with the demo extra
-    __doctest_skip__ = ["ImportanceWeightedNLL.plot"]
-
 
 class ImportanceWeightedNLL(_SumStateMetric):
     r"""Mean negative importance-weighted bound over every data point seen: the test NLL.
@@ -39,7 +33,8 @@ class ImportanceWeightedNLL(_SumStateMetric):
     the ``(K, B)`` log importance weights of a batch, from
     :func:`vaekit.functional.log_importance_weights`; inputs are detached, the bound of each
     data point is computed in float64 and summed, so any split of the data into batches and
-    processes gives the same result up to float64 rounding.
+    processes gives the same result up to float64 rounding; the result comes in the metric's
+    dtype, float32 unless ``set_dtype`` says otherwise.
 
     ``compute()`` is in nats per data point, or with ``unit="bits_per_dim"`` in bits per
     dimension by :func:`vaekit.functional.bits_per_dim` (``num_dims`` elements per data point;
@@ -69,10 +64,10 @@ class ImportanceWeightedNLL(_SumStateMetric):
         >>> nll.update(torch.tensor([[-2.0, -4.0], [-2.0, -4.0]]))  # K = 2 equal weights
         >>> nll.update(torch.tensor([[-1.0], [-1.0 + math.log(3.0)]]))  # weights e^-1, 3 e^-1
         >>> nll.compute()  # (2 + 4 + (1 - log 2)) / 3
-        tensor(2.1023, dtype=torch.float64)
+        tensor(2.1023)
         >>> bpd = ImportanceWeightedNLL("bits_per_dim", num_dims=2)
         >>> bpd(torch.full((1, 3), -2 * math.log(256), dtype=torch.float64))  # uniform: 8 bits
-        tensor(8., dtype=torch.float64)
+        tensor(8.)
     """
 
     higher_is_better = False
@@ -123,27 +118,8 @@ class ImportanceWeightedNLL(_SumStateMetric):
     def compute(self) -> Tensor:
         """Return the mean NLL in nats per data point, or in bits per dimension."""
         nll = _importance_weighted_nll_compute(self.nll_sum, self.total)
-        if self.num_dims is None:
-            return nll
-        return bits_per_dim(nll, self.num_dims, num_bins=self.num_bins, data_range=self.data_range)
-
-    def plot(
-        self, val: Tensor | Sequence[Tensor] | None = None, ax: _AX_TYPE | None = None
-    ) -> _PLOT_OUT_TYPE:
-        """Plot one value, or a sequence of values as a curve over steps.
-
-        Args:
-            val: a result of ``forward``/``compute`` or a sequence of them; ``None`` computes.
-            ax: a matplotlib axis to draw on.
-
-        Returns:
-            The figure (``None`` when ``ax`` is given) and the axis.
-
-        Example:
-            >>> import torch
-            >>> from vaekit.metrics import ImportanceWeightedNLL
-            >>> nll = ImportanceWeightedNLL()
-            >>> values = [nll(torch.randn(10, 8) - 90.0) for _ in range(5)]
-            >>> fig, ax = nll.plot(values)
-        """
-        return self._plot(val, ax)
+        if self.num_dims is not None:
+            nll = bits_per_dim(
+                nll, self.num_dims, num_bins=self.num_bins, data_range=self.data_range
+            )
+        return self._result(nll)
