@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from vaekit.demo.model import VAE
 from vaekit.demo.report import (
@@ -102,14 +103,14 @@ def test_table_lists_the_last_epoch_of_each_run():
 def test_a_calibrated_decoder_draws_its_sigma(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     rows = [dict(r, sigma=0.5 / r["epoch"]) for r in _rows(4, latent=3)]
     drawn = []
-    original = plt.Axes.twinx
+    original = Axes.twinx
 
     def twinx(self):
         twin = original(self)
         drawn.append(twin)
         return twin
 
-    monkeypatch.setattr(plt.Axes, "twinx", twinx)
+    monkeypatch.setattr(Axes, "twinx", twinx)
     write_report(tmp_path / "r.png", rows, [0.1] * 40, "title")
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     (twin,) = drawn
@@ -121,7 +122,7 @@ def test_a_calibrated_decoder_draws_its_sigma(tmp_path: Path, monkeypatch: pytes
 def test_a_negative_recon_kl_ratio_is_drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # A continuous density's reconstruction term is negative once it fits well.
     figures = []
-    monkeypatch.setattr(plt, "close", figures.append)
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *args, **kwargs: figures.append(fig))
     rows = [dict(r, recon_kl_ratio=r["recon_kl_ratio"] - 4.5) for r in _rows(4, latent=3)]
     write_report(tmp_path / "r.png", rows, [0.1] * 40, "title")
     write_report(tmp_path / "r.png", _rows(4, latent=3), [0.1] * 40, "title")

@@ -8,12 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from vaekit.demo.model import VAE
@@ -89,7 +86,8 @@ def write_report(
     cap of the estimate of :math:`I(x; z)`. Where the rows have a ``sigma`` (a calibrated
     decoder), the beta panel draws it too."""
     epoch = _column(rows, "epoch")
-    fig, axes = plt.subplots(2, 4, figsize=(17, 7), layout="constrained")
+    fig = Figure(figsize=(17, 7), layout="constrained")  # no pyplot: no global backend state
+    axes = fig.subplots(2, 4)
     fig.suptitle(title)
     ax = axes[0, 0]
     for key in ("loss", "recon", "kl"):
@@ -134,7 +132,6 @@ def write_report(
     ax.legend()
     _draw_aggregate(axes[0, 3], axes[1, 3], rows, dataset_size)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def _draw_aggregate(top: Any, bottom: Any, rows: Rows, dataset_size: int | None) -> None:
@@ -189,24 +186,19 @@ def write_samples(path: Path, model: VAE, x: Tensor, latent_dim: int, seed: int)
     columns = 2 if x.dim() == 2 and math.isqrt(d) ** 2 != d else 16
     mosaics = [(name, _mosaic(images, columns)) for name, images in panels]
     heights = [m.shape[0] / m.shape[1] for _, m in mosaics]
-    fig, axes = plt.subplots(
-        3,
-        1,
-        figsize=(8, min(10.0, 0.5 + 8.5 * sum(heights))),
-        layout="constrained",
-        gridspec_kw={"height_ratios": heights},
-    )
+    fig = Figure(figsize=(8, min(10.0, 0.5 + 8.5 * sum(heights))), layout="constrained")
+    axes = fig.subplots(3, 1, gridspec_kw={"height_ratios": heights})
     for ax, (name, mosaic) in zip(axes, mosaics, strict=True):
         ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=1, aspect="auto")
         ax.set_title(name)
         ax.axis("off")
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def write_compare(path: Path, runs: Mapping[str, Rows]) -> None:
     """KL, reconstruction, active units and beta over training, one line per schedule."""
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7), layout="constrained")
+    fig = Figure(figsize=(12, 7), layout="constrained")
+    axes = fig.subplots(2, 2)
     fig.suptitle("Schedules compared on the same data and seed")
     panels = [
         ("kl", "KL (nats per data point)"),
@@ -221,7 +213,6 @@ def write_compare(path: Path, runs: Mapping[str, Rows]) -> None:
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", title="--schedule")
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def format_table(
