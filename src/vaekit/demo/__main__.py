@@ -105,6 +105,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``vaekit-demo`` with ``argv`` (default: the command line); returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
+    schedules = _check_arguments(parser, args)
+    try:
+        n = len(split_data(load_data(args.data), args.test_fraction)[0])
+    except DataError as err:
+        return _fail(str(err))
+    if n < args.nproc_per_node:
+        parser.error(
+            f"--nproc-per-node should be <= the {n} training samples, but given "
+            f"{args.nproc_per_node}"
+        )
+    config = _config(args)
+    problem = _check_tcvae(config, n) or _check_settings(config, schedules, args.device)
+    if problem:
+        parser.error(problem)
+    outs = {s: args.out if len(schedules) == 1 else args.out / s for s in schedules}
+    problem = (_check_resume(config, outs) if args.resume else None) or _check_out(outs)
+    if problem:
+        return _fail(problem)
+    try:
+        launch(config, outs, resume=args.resume, device=args.device)
+    except RunError as err:
+        return _fail(str(err), err.exit_code)
+    except KeyboardInterrupt:
+        print(
+            f"\nvaekit-demo: interrupted; the last checkpoint is in {args.out}: run the same "
+            "command with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
+    _summarize(config, outs, args.out)
+    return 0
+
+
+def _fail(message: str, exit_code: int = 2) -> int:
+    print(f"vaekit-demo: error: {message}", file=sys.stderr)
+    return exit_code
+
+
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """Exit through ``parser.error`` on an argument that is wrong by itself; return the
+    schedules to train. ``args.out`` becomes a Path."""
     schedules = [s.strip() for s in args.schedule.split(",") if s.strip()]
     unknown = [s for s in schedules if s not in SCHEDULES]
     if not schedules or unknown or len(set(schedules)) != len(schedules):
@@ -138,17 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.out.strip():
         parser.error(f"--out should name a directory, but given {args.out!r}")
     args.out = Path(args.out)
-    try:
-        n = len(split_data(load_data(args.data), args.test_fraction)[0])
-    except DataError as err:
-        print(f"vaekit-demo: error: {err}", file=sys.stderr)
-        return 2
-    if n < args.nproc_per_node:
-        parser.error(
-            f"--nproc-per-node should be <= the {n} training samples, but given "
-            f"{args.nproc_per_node}"
-        )
-    config = DemoConfig(
+    return schedules
+
+
+def _config(args: argparse.Namespace) -> DemoConfig:
+    return DemoConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
         latent_dim=args.latent_dim,
@@ -168,36 +203,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         loss=args.loss,
         tc_beta=args.tc_beta,
     )
-    problem = _check_tcvae(config, n) or _check_settings(config, schedules, args.device)
-    if problem:
-        parser.error(problem)
-    outs = {s: args.out if len(schedules) == 1 else args.out / s for s in schedules}
-    problem = (_check_resume(config, outs) if args.resume else None) or _check_out(outs)
-    if problem:
-        print(f"vaekit-demo: error: {problem}", file=sys.stderr)
-        return 2
-    try:
-        launch(config, outs, resume=args.resume, device=args.device)
-    except RunError as err:
-        print(f"vaekit-demo: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print(
-            f"\nvaekit-demo: interrupted; the last checkpoint is in {args.out}: run the same "
-            "command with --resume to continue",
-            file=sys.stderr,
-        )
-        return 130
-    runs = {s: read_csv(out / "metrics.csv") for s, out in outs.items()}
-    tests = {s: read_test_json(out / "test.json") for s, out in outs.items()}
+
+
+def _summarize(config: DemoConfig, outs: dict[str, Path], out: Path) -> None:
+    """Print the table of the runs, and draw their comparison when there are several."""
+    runs = {s: read_csv(o / "metrics.csv") for s, o in outs.items()}
+    tests = {s: read_test_json(o / "test.json") for s, o in outs.items()}
     print(format_table(runs, config.latent_dim, tests))
-    if len(schedules) > 1:
-        write_compare(args.out / "compare.png", runs)
+    if len(outs) > 1:
+        write_compare(out / "compare.png", runs)
     print(
         f"wrote {', '.join(sorted({str(o) for o in outs.values()}))}"
-        + (f" and {args.out / 'compare.png'}" if len(schedules) > 1 else "")
+        + (f" and {out / 'compare.png'}" if len(outs) > 1 else "")
     )
-    return 0
 
 
 def _check_settings(config: DemoConfig, schedules: list[str], device: str) -> str | None:

@@ -9,7 +9,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ignite.distributed as idist
 import torch
@@ -165,26 +165,62 @@ def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device:
     """Train one model with ``schedule`` into ``out``; every process of the group calls it."""
     rank, world = idist.get_rank(), idist.get_world_size()
     x, x_test = split_data(load_data(config.data), config.test_fraction)
+    parts = _build(config, tuple(x.shape[1:]), len(x), device, world)
+    data = Batches(x, config.batch_size, seed=config.seed, rank=rank, world_size=world)
+    # Uneven evaluation shards, all of the data: the metrics reduce exactly across processes.
+    eval_data = Batches(x[rank::world], 512, seed=0, shuffle=False)
+    checkpoints = out / "checkpoints"
+    trainer, to_save = _engines(parts, config, schedule, data, eval_data, checkpoints, device)
+    _checkpoint(trainer, to_save, config, out, resume=resume, rank=rank)
+    if rank == 0 and sys.stderr.isatty():  # a bar in a terminal, no carriage returns in logs
+        ProgressBar(desc=schedule).attach(
+            trainer, output_transform=lambda out: {"loss": out["loss"]}, state_attributes=["beta"]
+        )
+    if trainer.state.epoch < config.epochs:
+        trainer.run(data, max_epochs=config.epochs)
+    test = _evaluate_test(parts.vae, x, x_test, config)
+    if rank == 0:
+        _write_outputs(out, config, schedule, to_save["history"], parts.vae, x, len(x_test), test)
+
+
+class _Parts(NamedTuple):
+    """The model (``model`` wrapped for DDP where processes share it), its optimizer and loss."""
+
+    vae: VAE
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: Loss
+    decoder: dict[str, Any]
+
+
+def _build(config: DemoConfig, shape: tuple[int, ...], n: int, device: str, world: int) -> _Parts:
     torch.manual_seed(config.seed)
-    vae = VAE(
-        tuple(x.shape[1:]),
-        latent_dim=config.latent_dim,
-        learned_variance=config.recon_var == "learned",
-    )
+    vae = VAE(shape, latent_dim=config.latent_dim, learned_variance=config.recon_var == "learned")
     model: nn.Module = vae.to(device)
     if world > 1:  # DDP; alone, auto_model would move the model to a GPU whatever --device says
         model = idist.auto_model(model)
     optimizer = idist.auto_optim(torch.optim.Adam(model.parameters(), lr=config.lr))
     decoder = _decoder_settings(config, vae)
-    loss_fn = _loss(config, len(x), decoder, synced=world > 1).to(device)
-    data = Batches(x, config.batch_size, seed=config.seed, rank=rank, world_size=world)
-    # Uneven evaluation shards, all of the data: the metrics reduce exactly across processes.
-    eval_data = Batches(x[rank::world], 512, seed=0, shuffle=False)
+    loss_fn = _loss(config, n, decoder, synced=world > 1).to(device)
+    return _Parts(vae, model, optimizer, loss_fn, decoder)
 
-    checkpoints = out / "checkpoints"
+
+def _engines(
+    parts: _Parts,
+    config: DemoConfig,
+    schedule: str,
+    data: Batches,
+    eval_data: Batches,
+    checkpoints: Path,
+    device: str,
+) -> tuple[Engine, dict[str, Any]]:
+    """The trainer, with the evaluator, beta, the metrics and the history attached; and what a
+    checkpoint saves."""
+    model, optimizer, loss_fn = parts.model, parts.optimizer, parts.loss_fn
     diverged = _divergence(schedule, checkpoints)
     trainer = Engine(_train_step(model, optimizer, loss_fn, config, device, diverged))
-    evaluator = Engine(_eval_step(model, VAELoss(config.recon, **decoder).to(device), config))
+    probe = VAELoss(config.recon, **parts.decoder).to(device)
+    evaluator = Engine(_eval_step(model, probe, config))
     trainer.logger.setLevel(logging.CRITICAL)  # a Ctrl-C is reported once, by main()
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: data.set_epoch(e.state.epoch - 1))
     steps = config.epochs * len(data)
@@ -213,6 +249,20 @@ def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device:
         "beta": beta,
         "history": history,
     }
+    return trainer, to_save
+
+
+def _checkpoint(
+    trainer: Engine,
+    to_save: dict[str, Any],
+    config: DemoConfig,
+    out: Path,
+    *,
+    resume: bool,
+    rank: int,
+) -> None:
+    """Checkpoint every epoch; resume from the newest checkpoint that loads, or start afresh."""
+    checkpoints = out / "checkpoints"
     # The saver keeps the two newest files, read from the directory: nothing in a checkpoint
     # lists other files (n_saved=None, no include_self), so none can name a file that is gone.
     checkpoint = Checkpoint(to_save, AtomicSaver(checkpoints, keep=2), n_saved=None)
@@ -228,22 +278,27 @@ def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device:
         remove_checkpoints(checkpoints)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    if rank == 0 and sys.stderr.isatty():  # a bar in a terminal, no carriage returns in logs
-        ProgressBar(desc=schedule).attach(
-            trainer, output_transform=lambda out: {"loss": out["loss"]}, state_attributes=["beta"]
-        )
-    if trainer.state.epoch < config.epochs:
-        trainer.run(data, max_epochs=config.epochs)
-    test = _evaluate_test(vae, x, x_test, config)
-    if rank == 0:
-        write_csv(out / "metrics.csv", history.rows)
-        write_test_json(out / "test.json", test)
-        title = f"vaekit-demo --schedule {schedule} --beta {config.beta:g}"
-        if config.loss == "tcvae":
-            title = f"vaekit-demo --loss tcvae --schedule {schedule} --tc-beta {config.tc_beta:g}"
-        title += f": {len(x)} training samples\n{len(x_test)} held out: {summary(test)}"
-        write_report(out / "report.png", history.rows, history.betas, title, dataset_size=len(x))
-        write_samples(out / "samples.png", _unwrap(model), x, config.latent_dim, config.seed)
+
+
+def _write_outputs(
+    out: Path,
+    config: DemoConfig,
+    schedule: str,
+    history: History,
+    vae: VAE,
+    x: Tensor,
+    n_test: int,
+    test: dict[str, Any],
+) -> None:
+    """``metrics.csv``, ``test.json``, ``report.png`` and ``samples.png``."""
+    write_csv(out / "metrics.csv", history.rows)
+    write_test_json(out / "test.json", test)
+    title = f"vaekit-demo --schedule {schedule} --beta {config.beta:g}"
+    if config.loss == "tcvae":
+        title = f"vaekit-demo --loss tcvae --schedule {schedule} --tc-beta {config.tc_beta:g}"
+    title += f": {len(x)} training samples\n{n_test} held out: {summary(test)}"
+    write_report(out / "report.png", history.rows, history.betas, title, dataset_size=len(x))
+    write_samples(out / "samples.png", vae, x, config.latent_dim, config.seed)
 
 
 Step = Callable[[Engine, Tensor], dict[str, Tensor]]
