@@ -76,8 +76,11 @@ class VAELoss(_WeightedLoss):
         >>> x_hat = torch.tensor([[[[1.5, 2.5]]], [[[2.0, 5.0]]]])
         >>> mu = torch.tensor([[0.0, 1.0], [0.5, -0.5]])
         >>> log_var = torch.tensor([[0.0, 0.0], [-1.0, 1.0]])
-        >>> loss_fn(x_hat, x, mu, log_var)
+        >>> loss_fn(x_hat, x, mu, log_var)  # the loss and its two terms
         VAELossOutput(loss=tensor(1.5733), recon=tensor(1.2500), kl=tensor(0.6465))
+        >>> decoded = x_hat.clone().requires_grad_()
+        >>> loss, recon, kl = loss_fn(decoded, x, mu, log_var)  # unpack, then backward the loss
+        >>> loss.backward()
         >>> loss_fn.beta = 2.0  # a schedule's step: no new tensor, nothing in state_dict
         >>> loss_fn(x_hat, x, mu, log_var).loss, loss_fn.state_dict()
         (tensor(2.5431), OrderedDict())
