@@ -305,6 +305,19 @@ def _check_device(name: str, value: Tensor, device: torch.device) -> None:
         )
 
 
+def _merged_latent_shape(
+    ours: tuple[int, ...] | None, theirs: tuple[int, ...] | None
+) -> tuple[int, ...] | None:
+    """The latent shape after merging states of latent shape ``theirs`` (``None``: no sample)
+    into a metric of latent shape ``ours``; raise ValueError if they differ."""
+    if theirs is not None and ours not in (None, theirs):
+        raise ValueError(
+            f"Argument incoming_state should have latent shape {ours}, "
+            f"but given latent shape {theirs}"
+        )
+    return ours if theirs is None else theirs
+
+
 def _format_batched(latent_shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(["B", *map(str, latent_shape)]) + ")"
 

@@ -13,7 +13,12 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 
 from vaekit._checks import check_int
 from vaekit.functional.monitors import _aggregate_posterior_compute, _aggregate_posterior_update
-from vaekit.metrics._base import _agree_latent_shape, _check_latent_shape, _SumStateMetric
+from vaekit.metrics._base import (
+    _agree_latent_shape,
+    _check_latent_shape,
+    _merged_latent_shape,
+    _SumStateMetric,
+)
 
 __all__ = ["AggregatePosterior"]
 
@@ -154,14 +159,7 @@ class AggregatePosterior(_SumStateMetric):
             theirs = tuple(items[0].shape[1:]) if items else None
         else:
             return incoming_state  # torchmetrics raises its own error
-        ours = self._shape
-        if theirs is not None and ours not in (None, theirs):
-            raise ValueError(
-                f"Argument incoming_state should have latent shape {ours}, "
-                f"but given latent shape {theirs}"
-            )
-        if theirs is not None:
-            self._latent_shape = theirs
+        self._latent_shape = _merged_latent_shape(self._shape, theirs)
         return incoming_state
 
     def sync(
@@ -178,11 +176,11 @@ class AggregatePosterior(_SumStateMetric):
         which meets the ``(B, *latent)`` tensors of the others in mismatched collectives.
 
         Args:
-            dist_sync_fn: the all-gather to sync with; ``None`` for torchmetrics'.
-            process_group: the group to sync over; ``None`` for the metric's.
-            should_sync: whether to sync at all.
-            distributed_available: says whether processes are running; ``None`` for the metric's
-                ``distributed_available_fn``.
+            dist_sync_fn: the all-gather, ``process_group`` the group, ``should_sync`` and
+                ``distributed_available`` whether to sync: as torchmetrics' ``sync``.
+            process_group: see ``dist_sync_fn``.
+            should_sync: see ``dist_sync_fn``.
+            distributed_available: see ``dist_sync_fn``.
 
         Example:
             >>> import torch

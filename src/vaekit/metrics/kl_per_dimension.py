@@ -20,6 +20,7 @@ from vaekit.metrics._base import (
     _agree_latent_shape,
     _check_device,
     _check_latent_shape,
+    _merged_latent_shape,
     _scalar_problem,
     _SumStateMetric,
 )
@@ -127,14 +128,7 @@ class KLPerDimension(_SumStateMetric):
             theirs = tuple(incoming_state["kl_sum"].shape) if seen else None
         else:
             return incoming_state  # torchmetrics raises its own error
-        ours = self._shape
-        if theirs is not None and ours not in (None, theirs):
-            raise ValueError(
-                f"Argument incoming_state should have latent shape {ours}, "
-                f"but given latent shape {theirs}"
-            )
-        if theirs is not None:
-            self._latent_shape = theirs
+        self._latent_shape = _merged_latent_shape(self._shape, theirs)
         return incoming_state
 
     def _state_shape_problem(self, states: Mapping[str, Any], where: str) -> str | None:

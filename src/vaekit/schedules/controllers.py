@@ -24,6 +24,8 @@ class Controller(Repr, abc.ABC):
 
     _state_keys: tuple[str, ...] = ()
     _beta: float
+    beta_min: float
+    beta_max: float
 
     @property
     def beta(self) -> float:
@@ -85,14 +87,12 @@ class Controller(Repr, abc.ABC):
                 values[key] = check_int(f"state_dict[{key!r}]", state_dict[key])
             else:
                 values[key] = check_number(f"state_dict[{key!r}]", state_dict[key])
-        return values
-
-    def _check_beta(self, values: Mapping[str, float], low: float, high: float) -> None:
-        if not low <= values["beta"] <= high:
+        if not self.beta_min <= values["beta"] <= self.beta_max:
             raise ValueError(
                 f"Argument state_dict['beta'] should be in [beta_min, beta_max] = "
-                f"[{low}, {high}], but given {values['beta']!r}"
+                f"[{self.beta_min}, {self.beta_max}], but given {values['beta']!r}"
             )
+        return values
 
 
 class PIController(Controller):
@@ -152,11 +152,6 @@ class PIController(Controller):
         self.beta_min, self.beta_max = _check_bounds(beta_min, beta_max)
         self._beta = self.beta_min
         self._integral = 0.0
-
-    def _validated(self, state_dict: Mapping[str, object]) -> dict[str, float]:
-        values = super()._validated(state_dict)
-        self._check_beta(values, self.beta_min, self.beta_max)
-        return values
 
     def _update(self, observation: float) -> None:
         error = self.target_kl - observation
@@ -243,11 +238,6 @@ class GECO(Controller):
         self._beta = self.beta_init
         self._ema = 0.0
         self._num_updates = 0
-
-    def _validated(self, state_dict: Mapping[str, object]) -> dict[str, float]:
-        values = super()._validated(state_dict)
-        self._check_beta(values, self.beta_min, self.beta_max)
-        return values
 
     def _update(self, observation: float) -> None:
         if self._num_updates == 0:
