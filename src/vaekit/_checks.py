@@ -81,16 +81,6 @@ def check_int(name: str, value: object, *, low: int | None = 0) -> int:
     return number
 
 
-def check_non_negative(name: str, value: object) -> float:
-    """Return ``value`` as a float if it is a finite real number ``>= 0``, else raise."""
-    return check_number(name, value, low=0.0)
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is an int ``>= 1``, else raise."""
-    return check_int(name, value, low=1)
-
-
 def check_float32(name: str, value: float) -> float:
     """Return ``value`` if float32 holds it (vaekit computes in float32 or wider), else raise."""
     if abs(value) > FLOAT32_MAX:

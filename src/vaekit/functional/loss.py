@@ -9,9 +9,9 @@ from torch import Tensor
 
 from vaekit._checks import (
     check_free_bits,
+    check_int,
     check_loss_reduction,
     check_number,
-    check_positive_int,
     check_same_device,
     check_same_shape,
     check_tensor,
@@ -323,10 +323,10 @@ def convert_beta(
         0.009765625
     """
     beta = check_number("beta", beta, low=0.0)
-    check_positive_int("input_size", input_size)
-    check_positive_int("latent_size", latent_size)
+    check_int("input_size", input_size, low=1)
+    check_int("latent_size", latent_size, low=1)
     if batch_size is not None:
-        check_positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, low=1)
     sizes = (input_size, latent_size, batch_size)
     # Exact rational scales: 1228.8, not 1228.8000000000002.
     ratio = _kl_weight("source", source, *sizes) / _kl_weight("target", target, *sizes)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from vaekit._checks import check_non_negative, check_tensor
+from vaekit._checks import check_number, check_tensor
 from vaekit.functional.monitors import (
     _active_units_compute,
     _active_units_rebase,
@@ -131,7 +131,7 @@ class ActiveUnits(_SumStateMetric):
         self, *, threshold: float = 0.01, nan_strategy: str = "warn", **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.threshold = check_non_negative("threshold", threshold)
+        self.threshold = check_number("threshold", threshold, low=0.0)
         if nan_strategy not in _NAN_STRATEGIES:
             choices = ", ".join(repr(c) for c in _NAN_STRATEGIES)
             raise ValueError(
