@@ -138,12 +138,12 @@ class ActiveUnits(_SumStateMetric):
                 f"Argument nan_strategy should be one of {choices}, but given {nan_strategy!r}"
             )
         self.nan_strategy = nan_strategy
-        f64 = torch.float64
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
-        self.add_state("sum_mu", default=torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
-        self.add_state("sum_mu_sq", default=torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
+        self._add_count("total")
+        self._add_sum("sum_mu")
+        self._add_sum("sum_mu_sq")
         # -inf marks "no shift yet"; "max" keeps the one shift all copies share once one is set.
-        self.add_state("shift", default=torch.tensor(-math.inf, dtype=f64), dist_reduce_fx="max")
+        shift = torch.tensor(-math.inf, dtype=torch.float64)
+        self.add_state("shift", default=shift, dist_reduce_fx="max")
         self._forward_shift: Tensor | None = None  # the accumulated sums' shift, during forward
 
     def _has_shift(self) -> bool:
