@@ -81,14 +81,27 @@ def check_int(name: str, value: object, *, low: int | None = 0) -> int:
     return number
 
 
-def check_non_negative(name: str, value: object) -> float:
-    """Return ``value`` as a float if it is a finite real number ``>= 0``, else raise."""
-    return check_number(name, value, low=0.0)
+def check_instance(name: str, value: object, kind: type | tuple[type, ...], described: str) -> None:
+    """Raise TypeError unless ``value`` is an instance of ``kind``, which ``described`` names."""
+    if not isinstance(value, kind):
+        raise TypeError(f"Argument {name} should be {described}, but given {type(value).__name__}")
 
 
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is an int ``>= 1``, else raise."""
-    return check_int(name, value, low=1)
+def check_callable(name: str, value: object) -> None:
+    """Raise TypeError unless ``value`` is callable."""
+    if not callable(value):
+        raise TypeError(f"Argument {name} should be callable, but given {type(value).__name__}")
+
+
+def check_target(target: object | None, attr: object) -> None:
+    """Raise unless ``attr`` is a str that names an attribute of ``target`` (when given): where a
+    schedule, a controller or a handler sets its value."""
+    check_instance("attr", attr, str, "a str")
+    if target is not None and not hasattr(target, str(attr)):
+        raise ValueError(
+            f"Argument target should have an attribute {attr!r}, "
+            f"but given {type(target).__name__} without it"
+        )
 
 
 def check_float32(name: str, value: float) -> float:

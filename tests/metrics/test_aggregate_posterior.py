@@ -226,6 +226,17 @@ def test_errors():
     assert len(metric.mu) == 1  # the bad update added nothing
 
 
+def test_a_batch_that_forward_refuses_keeps_the_posteriors():
+    metric = AggregatePosterior()
+    metric.update(torch.zeros(2, 3), torch.zeros(2, 3))
+    with pytest.raises(
+        ValueError, match=r"Argument mu should have shape \(B, 3\) like the earlier"
+    ):
+        metric(torch.zeros(2, 1), torch.zeros(2, 1))
+    assert len(metric.mu) == 1
+    assert metric.update_count == 1
+
+
 @pytest.mark.filterwarnings("ignore:The ``compute`` method of metric:UserWarning")
 def test_any_world_gathers_in_rank_order():
     # Threads play the processes; rank 2 has seen no sample (and torchmetrics warns there).

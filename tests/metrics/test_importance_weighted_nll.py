@@ -156,6 +156,16 @@ def test_errors():
     assert metric.total.item() == 0  # nothing was added
 
 
+def test_a_batch_that_forward_refuses_keeps_the_sums():
+    w = weights()
+    metric = metric64()
+    metric.update(w)
+    with pytest.raises(ValueError, match=r"Argument log_weights should have shape \(K, B\)"):
+        metric(torch.zeros(5, dtype=torch.float64))
+    torch.testing.assert_close(metric.compute(), reference(w))
+    assert metric.update_count == 1
+
+
 # ---------------------------------------------------------------- two gloo processes
 
 

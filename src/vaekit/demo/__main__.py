@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -183,26 +184,12 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def _config(args: argparse.Namespace) -> DemoConfig:
-    return DemoConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        latent_dim=args.latent_dim,
-        beta=args.beta,
-        free_bits=args.free_bits,
-        recon=args.recon,
-        recon_var=args.recon_var,
-        target_kl=args.target_kl,
-        recon_goal=args.recon_goal,
-        lr=args.lr,
-        seed=args.seed,
-        data=None if args.data is None else str(args.data),
-        nproc_per_node=args.nproc_per_node,
-        test_fraction=args.test_fraction,
-        iw_samples=args.iw_samples,
-        num_bins=args.num_bins or (17 if args.data is None else 256),
-        loss=args.loss,
-        tc_beta=args.tc_beta,
-    )
+    """The settings: each field from the argument of its name, with the data path as a str and
+    the data's default number of levels."""
+    settings = {field.name: getattr(args, field.name) for field in dataclasses.fields(DemoConfig)}
+    settings["data"] = None if args.data is None else str(args.data)
+    settings["num_bins"] = args.num_bins or (17 if args.data is None else 256)
+    return DemoConfig(**settings)
 
 
 def _summarize(config: DemoConfig, outs: dict[str, Path], out: Path) -> None:

@@ -31,7 +31,7 @@ from vaekit.functional._recon import (
     check_recon,
     check_recon_var,
 )
-from vaekit.functional.loss import _check_batch_sizes
+from vaekit.functional.loss import _as, _check_batch_sizes
 
 __all__ = ["BetaTCVAELossOutput", "KLDecomposition", "beta_tcvae_loss", "kl_decomposition"]
 
@@ -291,11 +291,7 @@ def _beta_tcvae_loss(
     mi, tc, dim_kl = (t.sum() * scale for t in terms)
     loss = recon_term
     for weight, term in zip(weights, (mi, tc, dim_kl), strict=True):
-        if isinstance(weight, Tensor):
-            # A copy: autograd saves it for backward, and a schedule may write it in place
-            # between this forward and its backward.
-            weight = weight.reshape(()).to(term.dtype, copy=True)
-        loss = loss + weight * term
+        loss = loss + _as(weight, term) * term
     return BetaTCVAELossOutput(loss, recon_term, mi, tc, dim_kl)
 
 

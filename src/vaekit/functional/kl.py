@@ -142,7 +142,8 @@ def _kl_divergence_normal(
     free_bits: float,
 ) -> Tensor:
     """:func:`kl_divergence_normal` for a checked ``reduction`` and ``free_bits``."""
-    _check_inputs(mu, log_var, prior_mu, prior_log_var, reduction, free_bits)
+    _check_inputs(mu, log_var, prior_mu, prior_log_var)
+    _check_batch(mu, reduction, free_bits)
     if _kl_fast.applies(mu, log_var, prior_mu, prior_log_var, reduction, free_bits):
         return _kl_fast.kl_sum(mu, log_var, sum_scale(reduction, mu))
     kl = _kl_elementwise(mu, log_var, prior_mu, prior_log_var)
@@ -189,13 +190,10 @@ def _half_expm1_minus_x(x: Tensor) -> Tensor:
 
 
 def _check_inputs(
-    mu: Tensor,
-    log_var: Tensor,
-    prior_mu: Tensor | None,
-    prior_log_var: Tensor | None,
-    reduction: str,
-    free_bits: float,
+    mu: Tensor, log_var: Tensor, prior_mu: Tensor | None, prior_log_var: Tensor | None
 ) -> None:
+    """Raise unless the posterior and the prior given are floating-point tensors of matching
+    shapes on one device."""
     check_tensor("mu", mu)
     check_tensor("log_var", log_var)
     check_same_shape("mu", mu, "log_var", log_var)
@@ -205,6 +203,11 @@ def _check_inputs(
             check_tensor(name, prior)
             check_broadcastable_to(name, prior, "mu", mu)
             check_same_device("mu", mu, name, prior)
+
+
+def _check_batch(mu: Tensor, reduction: str, free_bits: float) -> None:
+    """Raise unless ``mu`` has the batch that ``reduction`` and free bits average over: a NaN
+    from an empty one would pass silently."""
     needs_batch = reduction == "batchmean" or free_bits > 0
     if needs_batch and mu.dim() == 0:
         raise ValueError(

@@ -350,14 +350,19 @@ def _importance_weighted_nll_update(log_weights: Tensor) -> tuple[Tensor, int]:
         >>> _importance_weighted_nll_update(torch.tensor([[-1.0, -2.0]]))
         (tensor(3., dtype=torch.float64), 2)
     """
+    _check_log_weights(log_weights)
+    bound = iwae_bound(log_weights.detach().to(torch.float64), dim=0)
+    return -bound.sum(), log_weights.shape[1]
+
+
+def _check_log_weights(log_weights: Tensor) -> None:
+    """Raise unless ``log_weights`` is a floating-point tensor of shape ``(K, B)``, ``K >= 1``."""
     check_tensor("log_weights", log_weights)
     if log_weights.dim() != 2 or log_weights.shape[0] == 0:
         raise ValueError(
             "Argument log_weights should have shape (K, B) with K >= 1, but given "
             f"log_weights.shape={tuple(log_weights.shape)}"
         )
-    bound = iwae_bound(log_weights.detach().to(torch.float64), dim=0)
-    return -bound.sum(), log_weights.shape[1]
 
 
 def _importance_weighted_nll_compute(nll_sum: Tensor, total: Tensor) -> Tensor:

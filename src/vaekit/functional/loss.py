@@ -9,9 +9,9 @@ from torch import Tensor
 
 from vaekit._checks import (
     check_free_bits,
+    check_int,
     check_loss_reduction,
     check_number,
-    check_positive_int,
     check_same_device,
     check_same_shape,
     check_tensor,
@@ -258,12 +258,8 @@ def _vae_loss(
 
     recon_term = reduce(_recon_elementwise(x_hat, x, recon, recon_var), recon_reduction)
     kl = _kl_divergence_normal(mu, log_var, None, None, kl_reduction, free_bits)
-    if isinstance(beta, Tensor):
-        # A copy: autograd saves beta for backward, and a schedule may write it in place
-        # between this forward and its backward.
-        beta = beta.reshape(()).to(kl.dtype, copy=True)
     kl_objective = kl if capacity is None else (kl - _as(capacity, kl)).abs()
-    return VAELossOutput(recon_term + beta * kl_objective, recon_term, kl)
+    return VAELossOutput(recon_term + _as(beta, kl) * kl_objective, recon_term, kl)
 
 
 def convert_beta(
@@ -323,10 +319,10 @@ def convert_beta(
         0.009765625
     """
     beta = check_number("beta", beta, low=0.0)
-    check_positive_int("input_size", input_size)
-    check_positive_int("latent_size", latent_size)
+    check_int("input_size", input_size, low=1)
+    check_int("latent_size", latent_size, low=1)
     if batch_size is not None:
-        check_positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, low=1)
     sizes = (input_size, latent_size, batch_size)
     # Exact rational scales: 1228.8, not 1228.8000000000002.
     ratio = _kl_weight("source", source, *sizes) / _kl_weight("target", target, *sizes)
@@ -364,4 +360,7 @@ def _kl_weight(
 
 
 def _as(value: float | Tensor, like: Tensor) -> float | Tensor:
-    return value.reshape(()).to(like.dtype) if isinstance(value, Tensor) else value
+    """A weight (or a capacity) to combine with the term ``like``: a number as it is, a tensor as
+    a 0-dim copy in ``like``'s dtype. A copy, since autograd saves a weight for backward and a
+    schedule may write its buffer in place between this forward and its backward."""
+    return value.reshape(()).to(like.dtype, copy=True) if isinstance(value, Tensor) else value

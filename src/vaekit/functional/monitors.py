@@ -33,6 +33,15 @@ def _check_batched(name: str, value: Tensor) -> None:
         )
 
 
+def _check_posteriors(mu: Tensor, log_var: Tensor) -> None:
+    """Raise unless ``mu`` and ``log_var`` are floating-point tensors of one shape
+    ``(B, *latent)``."""
+    check_tensor("mu", mu)
+    check_tensor("log_var", log_var)
+    check_same_shape("mu", mu, "log_var", log_var)
+    _check_batched("mu", mu)
+
+
 def _recon_kl_ratio_update(recon: Tensor, kl: Tensor) -> tuple[Tensor, Tensor]:
     """Return the float64 sums of ``recon`` and ``kl``, which must have equal shapes.
 
@@ -167,10 +176,7 @@ def _aggregate_posterior_update(mu: Tensor, log_var: Tensor) -> tuple[Tensor, Te
         >>> _aggregate_posterior_update(torch.tensor([[0.5]]), torch.tensor([[-1.0]]))
         (tensor([[0.5000]], dtype=torch.float64), tensor([[-1.]], dtype=torch.float64))
     """
-    check_tensor("mu", mu)
-    check_tensor("log_var", log_var)
-    check_same_shape("mu", mu, "log_var", log_var)
-    _check_batched("mu", mu)
+    _check_posteriors(mu, log_var)
     return mu.detach().to(torch.float64), log_var.detach().to(torch.float64)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vaekit._checks import check_positive_int, check_same_shape, check_tensor
+from vaekit._checks import check_int, check_same_shape, check_tensor
 
 __all__ = ["reparameterize"]
 
@@ -59,7 +59,7 @@ def reparameterize(
     check_same_shape("mu", mu, "log_var", log_var)
     shape = mu.shape
     if n_samples is not None:
-        shape = torch.Size((check_positive_int("n_samples", n_samples), *mu.shape))
+        shape = torch.Size((check_int("n_samples", n_samples, low=1), *mu.shape))
     eps = torch.randn(shape, generator=generator, dtype=mu.dtype, device=mu.device)
     # exp_ in place is autograd-safe: the product 0.5 * log_var is not saved for backward.
     return torch.addcmul(mu, eps, torch.mul(log_var, 0.5).exp_())

@@ -10,7 +10,13 @@ from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from ignite.handlers.state_param_scheduler import StateParamScheduler
 from torch import Tensor
 
-from vaekit._checks import check_int, check_state_dict
+from vaekit._checks import (
+    check_callable,
+    check_instance,
+    check_int,
+    check_state_dict,
+    check_target,
+)
 from vaekit._observation import entry_of, observation_to_float
 from vaekit.schedules import Controller
 
@@ -70,11 +76,9 @@ class BetaScheduler(StateParamScheduler):
         param_name: str = "beta",
         save_history: bool = False,
     ) -> None:
-        if not callable(schedule):
-            raise TypeError(
-                f"Argument schedule should be callable, but given {type(schedule).__name__}"
-            )
-        _check_target(target, attr, param_name)
+        check_callable("schedule", schedule)
+        check_target(target, attr)
+        check_instance("param_name", param_name, str, "a str")
         super().__init__(param_name=param_name, save_history=save_history, create_new=True)
         self.schedule = schedule
         self.target = target
@@ -170,17 +174,11 @@ class BetaController:
         attr: str = "beta",
         param_name: str = "beta",
     ) -> None:
-        if not isinstance(controller, Controller):
-            raise TypeError(
-                "Argument controller should be a vaekit.schedules.Controller, "
-                f"but given {type(controller).__name__}"
-            )
-        if output_transform is not None and not callable(output_transform):
-            raise TypeError(
-                "Argument output_transform should be callable, "
-                f"but given {type(output_transform).__name__}"
-            )
-        _check_target(target, attr, param_name)
+        check_instance("controller", controller, Controller, "a vaekit.schedules.Controller")
+        if output_transform is not None:
+            check_callable("output_transform", output_transform)
+        check_target(target, attr)
+        check_instance("param_name", param_name, str, "a str")
         self.controller = controller
         self.output_transform = output_transform or _kl_of
         self.target = target
@@ -219,17 +217,6 @@ class BetaController:
     def load_state_dict(self, state_dict: Mapping[str, float]) -> None:
         """Restore the controller's state; it is published when the engine next starts."""
         self.controller.load_state_dict(state_dict)
-
-
-def _check_target(target: object | None, attr: object, param_name: object) -> None:
-    for name, value in (("attr", attr), ("param_name", param_name)):
-        if not isinstance(value, str):
-            raise TypeError(f"Argument {name} should be a str, but given {type(value).__name__}")
-    if target is not None and not hasattr(target, str(attr)):
-        raise ValueError(
-            f"Argument target should have an attribute {attr!r}, "
-            f"but given {type(target).__name__} without it"
-        )
 
 
 def _kl_of(output: Any) -> Any:

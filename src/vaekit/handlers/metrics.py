@@ -12,6 +12,7 @@ from ignite.engine import Engine, Events
 from ignite.metrics import Metric as IgniteMetric
 from ignite.metrics.metric import MetricUsage
 
+from vaekit._checks import check_callable, check_instance
 from vaekit.handlers import _metric_state
 
 if TYPE_CHECKING:
@@ -155,16 +156,9 @@ class TorchMetricsAdapter(IgniteMetric):
             raise ImportError(
                 "TorchMetricsAdapter needs torchmetrics: pip install 'vaekit[metrics]'"
             ) from err
-        if not isinstance(metric, (Metric, MetricCollection)):
-            raise TypeError(
-                "Argument metric should be a torchmetrics Metric or MetricCollection, "
-                f"but given {type(metric).__name__}"
-            )
-        if not callable(output_transform):
-            raise TypeError(
-                "Argument output_transform should be callable, "
-                f"but given {type(output_transform).__name__}"
-            )
+        described = "a torchmetrics Metric or MetricCollection"
+        check_instance("metric", metric, (Metric, MetricCollection), described)
+        check_callable("output_transform", output_transform)
         #: The torchmetrics ``Metric`` or ``MetricCollection`` that the adapter runs.
         self.metric = metric
         self._loaded = False  # load_state_dict since the last start

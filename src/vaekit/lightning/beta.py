@@ -10,7 +10,14 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from vaekit._checks import check_int, check_number, check_state_dict
+from vaekit._checks import (
+    check_callable,
+    check_instance,
+    check_int,
+    check_number,
+    check_state_dict,
+    check_target,
+)
 from vaekit._observation import entry_of, observation_to_float
 from vaekit.schedules import Controller
 
@@ -24,17 +31,8 @@ class _BetaCallback(pl.Callback):
     """What both callbacks share: the target, setting :math:`\\beta` on it, and logging."""
 
     def __init__(self, target: object | None, attr: str, log_name: str | None) -> None:
-        if not isinstance(attr, str):
-            raise TypeError(f"Argument attr should be a str, but given {type(attr).__name__}")
-        if log_name is not None and not isinstance(log_name, str):
-            raise TypeError(
-                f"Argument log_name should be a str or None, but given {type(log_name).__name__}"
-            )
-        if target is not None and not hasattr(target, attr):
-            raise ValueError(
-                f"Argument target should have an attribute {attr!r}, "
-                f"but given {type(target).__name__} without it"
-            )
+        check_target(target, attr)
+        check_instance("log_name", log_name, (str, type(None)), "a str or None")
         self.target = target
         self.attr = attr
         self.log_name = log_name
@@ -145,14 +143,8 @@ class BetaScheduler(_BetaCallback):
         interval: str = "step",
         log_name: str | None = "beta",
     ) -> None:
-        if not callable(schedule):
-            raise TypeError(
-                f"Argument schedule should be callable, but given {type(schedule).__name__}"
-            )
-        if not isinstance(interval, str):
-            raise TypeError(
-                f"Argument interval should be a str, but given {type(interval).__name__}"
-            )
+        check_callable("schedule", schedule)
+        check_instance("interval", interval, str, "a str")
         if interval not in _INTERVALS:
             raise ValueError(
                 f"Argument interval should be 'step' or 'epoch', but given {interval!r}"
@@ -291,11 +283,7 @@ class BetaController(_BetaCallback):
         attr: str = "beta",
         log_name: str | None = "beta",
     ) -> None:
-        if not isinstance(controller, Controller):
-            raise TypeError(
-                "Argument controller should be a vaekit.schedules.Controller, "
-                f"but given {type(controller).__name__}"
-            )
+        check_instance("controller", controller, Controller, "a vaekit.schedules.Controller")
         if not (isinstance(monitor, str) or callable(monitor)):
             raise TypeError(
                 f"Argument monitor should be a str or callable, but given {type(monitor).__name__}"

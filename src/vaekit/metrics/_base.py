@@ -14,6 +14,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 from torchmetrics.utilities.plot import plot_single_or_multi_val
 
+from vaekit._checks import check_same_shape, check_tensor
 from vaekit._private import (
     torchmetrics_defaults,
     torchmetrics_drop_computed,
@@ -45,6 +46,26 @@ class _SumStateMetric(Metric):
 
     is_differentiable = False
     full_state_update = False
+
+    def _add_sum(self, name: str) -> None:
+        """Register the state ``name``: a float64 sum, 0 by default, summed across processes."""
+        self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _add_count(self, name: str) -> None:
+        """Register the state ``name``: an int64 count, 0 by default, summed across processes."""
+        self.add_state(name, default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Add a batch and return the result over that batch alone, as torchmetrics' forward.
+
+        The batch is checked before torchmetrics swaps the accumulated states out: a refused
+        batch leaves them as they were.
+        """
+        self._check(*args, **kwargs)
+        return super().forward(*args, **kwargs)
+
+    def _check(self, *args: Any, **kwargs: Any) -> None:
+        """Raise as ``update(*args, **kwargs)`` would, before any state changes."""
 
     def _result(self, value: Tensor) -> Tensor:
         """``value``, if floating point, in the metric's dtype (the sums stay float64)."""
@@ -303,6 +324,16 @@ def _check_device(name: str, value: Tensor, device: torch.device) -> None:
             f"Argument {name} should be on the metric's device {device}, "
             f"but given a tensor on {value.device}"
         )
+
+
+def _check_pair(name_a: str, a: Tensor, name_b: str, b: Tensor, device: torch.device) -> None:
+    """Raise unless ``a`` and ``b`` are floating-point tensors of one shape on the metric's
+    ``device``."""
+    check_tensor(name_a, a)
+    check_tensor(name_b, b)
+    check_same_shape(name_a, a, name_b, b)
+    _check_device(name_a, a, device)
+    _check_device(name_b, b, device)
 
 
 def _merged_latent_shape(

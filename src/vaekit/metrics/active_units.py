@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from vaekit._checks import check_non_negative, check_tensor
+from vaekit._checks import check_number, check_tensor
 from vaekit.functional.monitors import (
     _active_units_compute,
     _active_units_rebase,
@@ -131,19 +131,19 @@ class ActiveUnits(_SumStateMetric):
         self, *, threshold: float = 0.01, nan_strategy: str = "warn", **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.threshold = check_non_negative("threshold", threshold)
+        self.threshold = check_number("threshold", threshold, low=0.0)
         if nan_strategy not in _NAN_STRATEGIES:
             choices = ", ".join(repr(c) for c in _NAN_STRATEGIES)
             raise ValueError(
                 f"Argument nan_strategy should be one of {choices}, but given {nan_strategy!r}"
             )
         self.nan_strategy = nan_strategy
-        f64 = torch.float64
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
-        self.add_state("sum_mu", default=torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
-        self.add_state("sum_mu_sq", default=torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
+        self._add_count("total")
+        self._add_sum("sum_mu")
+        self._add_sum("sum_mu_sq")
         # -inf marks "no shift yet"; "max" keeps the one shift all copies share once one is set.
-        self.add_state("shift", default=torch.tensor(-math.inf, dtype=f64), dist_reduce_fx="max")
+        shift = torch.tensor(-math.inf, dtype=torch.float64)
+        self.add_state("shift", default=shift, dist_reduce_fx="max")
         self._forward_shift: Tensor | None = None  # the accumulated sums' shift, during forward
 
     def _has_shift(self) -> bool:

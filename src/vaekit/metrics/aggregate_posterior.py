@@ -12,8 +12,13 @@ from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from vaekit._checks import check_int
-from vaekit.functional.monitors import _aggregate_posterior_compute, _aggregate_posterior_update
+from vaekit.functional.monitors import (
+    _aggregate_posterior_compute,
+    _aggregate_posterior_update,
+    _check_posteriors,
+)
 from vaekit.metrics._base import (
+    SyncFn,
     _agree_latent_shape,
     _check_latent_shape,
     _merged_latent_shape,
@@ -116,11 +121,15 @@ class AggregatePosterior(_SumStateMetric):
 
     def update(self, mu: Tensor, log_var: Tensor) -> None:
         """Add a batch of posterior means and log-variances of shape ``(B, *latent)``."""
+        self._check(mu, log_var)
         mu, log_var = _aggregate_posterior_update(mu, log_var)
-        _check_latent_shape("mu", mu, self._shape)
         self._latent_shape = tuple(mu.shape[1:])
         self._states("mu").append(mu)
         self._states("log_var").append(log_var)
+
+    def _check(self, mu: Tensor, log_var: Tensor) -> None:
+        _check_posteriors(mu, log_var)
+        _check_latent_shape("mu", mu, self._shape)
 
     def compute(self) -> dict[str, Tensor]:
         """Return ``{"mi", "marginal_kl", "tc", "dim_kl"}``, scalars in nats."""
@@ -164,7 +173,7 @@ class AggregatePosterior(_SumStateMetric):
 
     def sync(
         self,
-        dist_sync_fn: Callable[..., list[Tensor]] | None = None,
+        dist_sync_fn: SyncFn | None = None,
         process_group: Any | None = None,
         should_sync: bool = True,
         distributed_available: Callable[[], bool] | None = None,

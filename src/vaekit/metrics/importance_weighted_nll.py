@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from vaekit._checks import check_int
 from vaekit.functional._recon import check_data_range
 from vaekit.functional.likelihood import (
+    _check_log_weights,
     _importance_weighted_nll_compute,
     _importance_weighted_nll_update,
     bits_per_dim,
@@ -104,16 +104,17 @@ class ImportanceWeightedNLL(_SumStateMetric):
         self.num_dims = None if num_dims is None else check_int("num_dims", num_dims, low=1)
         self.num_bins = None if num_bins is None else check_int("num_bins", num_bins, low=2)
         self.data_range = check_data_range(data_range)
-        self.add_state(
-            "nll_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+        self._add_sum("nll_sum")
+        self._add_count("total")
 
     def update(self, log_weights: Tensor) -> None:
         """Add the ``(K, B)`` log importance weights of a batch."""
         nll_sum, n = _importance_weighted_nll_update(log_weights)
         self.nll_sum += nll_sum.to(self.nll_sum.device)
         self.total += n
+
+    def _check(self, log_weights: Tensor) -> None:
+        _check_log_weights(log_weights)
 
     def compute(self) -> Tensor:
         """Return the mean NLL in nats per data point, or in bits per dimension."""

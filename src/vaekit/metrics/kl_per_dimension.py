@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from vaekit._checks import check_same_shape, check_tensor
 from vaekit.functional.monitors import (
     _check_batched,
     _kl_per_dimension_compute,
@@ -18,8 +16,8 @@ from vaekit.functional.monitors import (
 from vaekit.metrics._base import (
     SyncFn,
     _agree_latent_shape,
-    _check_device,
     _check_latent_shape,
+    _check_pair,
     _merged_latent_shape,
     _scalar_problem,
     _SumStateMetric,
@@ -79,10 +77,8 @@ class KLPerDimension(_SumStateMetric):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.add_state(
-            "kl_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+        self._add_sum("kl_sum")
+        self._add_count("total")
         self._latent_shape: tuple[int, ...] | None = None
 
     def update(self, mu: Tensor, log_var: Tensor) -> None:
@@ -93,21 +89,8 @@ class KLPerDimension(_SumStateMetric):
         self.kl_sum = self.kl_sum + kl_sum
         self.total += n
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Add a batch and return the mean KL over that batch alone, as torchmetrics' forward.
-
-        The batch is checked before torchmetrics swaps the accumulated sums out: a refused
-        batch leaves them as they were.
-        """
-        self._check(*args, **kwargs)
-        return super().forward(*args, **kwargs)
-
     def _check(self, mu: Tensor, log_var: Tensor) -> None:
-        check_tensor("mu", mu)
-        check_tensor("log_var", log_var)
-        check_same_shape("mu", mu, "log_var", log_var)
-        _check_device("mu", mu, self.device)
-        _check_device("log_var", log_var, self.device)
+        _check_pair("mu", mu, "log_var", log_var, self.device)
         _check_batched("mu", mu)
         _check_latent_shape("mu", mu, self._shape)
 

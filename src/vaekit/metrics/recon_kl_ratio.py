@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from vaekit._checks import check_same_shape, check_tensor
 from vaekit.functional.monitors import _recon_kl_ratio_compute, _recon_kl_ratio_update
-from vaekit.metrics._base import _check_device, _scalar_problem, _SumStateMetric
+from vaekit.metrics._base import _check_pair, _scalar_problem, _SumStateMetric
 
 __all__ = ["ReconKLRatio"]
 
@@ -61,12 +59,8 @@ class ReconKLRatio(_SumStateMetric):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.add_state(
-            "recon_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-        self.add_state(
-            "kl_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
+        self._add_sum("recon_sum")
+        self._add_sum("kl_sum")
 
     def update(self, recon: Tensor, kl: Tensor) -> None:
         """Add a batch of reconstruction losses and the KL terms that go with them."""
@@ -75,21 +69,8 @@ class ReconKLRatio(_SumStateMetric):
         self.recon_sum += recon_sum
         self.kl_sum += kl_sum
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Add a batch and return the ratio over that batch alone, as torchmetrics' forward.
-
-        The batch is checked before torchmetrics swaps the accumulated sums out: a refused
-        batch leaves them as they were.
-        """
-        self._check(*args, **kwargs)
-        return super().forward(*args, **kwargs)
-
     def _check(self, recon: Tensor, kl: Tensor) -> None:
-        check_tensor("recon", recon)
-        check_tensor("kl", kl)
-        check_same_shape("recon", recon, "kl", kl)
-        _check_device("recon", recon, self.device)
-        _check_device("kl", kl, self.device)
+        _check_pair("recon", recon, "kl", kl, self.device)
 
     def compute(self) -> Tensor:
         """Return the summed reconstruction loss over the summed KL, in the metric's dtype."""

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vaekit._checks import check_int, check_positive_int, check_same_shape, check_tensor
+from vaekit._checks import check_int, check_same_shape, check_tensor
 from vaekit.functional.reparam import reparameterize
 
 __all__ = ["GaussianReparam", "GaussianSample"]
@@ -117,8 +117,8 @@ class GaussianReparam(nn.Module):
                     f"dimension, but given dim={dim}"
                 )
             self.head = nn.Linear(
-                check_positive_int("in_features", in_features),
-                2 * check_positive_int("latent_dim", latent_dim),
+                check_int("in_features", in_features, low=1),
+                2 * check_int("latent_dim", latent_dim, low=1),
             )
         self.dim: int = (-1 if self.head is not None else 1) if dim is None else dim
         self.log_var_range = _check_range(log_var_range)
