@@ -312,7 +312,7 @@ def convert_beta(
         ...              latent_size=10)
         12288.0
         >>> convert_beta(1.0, source=ported, target="batchmean", input_size=1 * 4096 * 4096,
-        ...              latent_size=10)  # the notebook's x of shape (64, 1, 4096, 4096)
+        ...              latent_size=10)  # x of shape (B, 1, 4096, 4096)
         16777216.0
         >>> convert_beta(4.0, source="batchmean", target="mean", input_size=64 * 64,
         ...              latent_size=10)  # Higgins et al.'s normalised beta
