@@ -10,7 +10,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE / "_ext"))
+sys.path.insert(0, str(HERE / "_intersphinx"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+import make_inventories  # noqa: E402
 
 import vaekit  # noqa: E402
 
@@ -22,6 +25,7 @@ version = release
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
@@ -31,11 +35,14 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 # No default "members": a default of True replaces every directive's own :members: list.
 autodoc_default_options = {"show-inheritance": True}
+# Each site's inventory is a file of _intersphinx/, written by its make_inventories.py from the
+# installed packages: the build links to these sites without fetching anything.
+intersphinx_mapping = make_inventories.mapping()
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 html_theme = "alabaster"
 html_static_path = ["_static"]
-exclude_patterns = ["_build", "_generate"]
+exclude_patterns = ["_build", "_generate", "_intersphinx"]
 
 # Every script in _generate/ writes figures or tables into _generated/, from the library itself.
 (HERE / "_generated").mkdir(exist_ok=True)

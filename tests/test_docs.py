@@ -1,4 +1,5 @@
-"""The docs' members check (docs/_ext/members.py), on a throwaway Sphinx project."""
+"""The docs' Sphinx extensions and inventories, on throwaway Sphinx projects: the members check
+(docs/_ext/members.py) and the offline intersphinx inventories (docs/_intersphinx/)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from sphinx.application import Sphinx
 from sphinx.util.docutils import docutils_namespace
 
-EXT = Path(__file__).resolve().parents[1] / "docs" / "_ext"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+EXT = DOCS / "_ext"
 
 SAMPLE = '''
 class Base:
@@ -148,3 +150,58 @@ def test_unlisted_documented_members_warn(warnings: dict[str, list[str]]) -> Non
     for name in ("helper", "stop"):
         message = f"members_sample.Partial: public member {name!r} is documented but not listed"
         assert any(message in line for line in warnings["partial"])
+
+
+LINKS = {
+    ":class:`torch.Tensor`": "https://pytorch.org/docs/stable/tensors.html#torch.Tensor",
+    ":class:`torch.nn.modules.module.Module`": (
+        "https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module"
+    ),
+    ":class:`torchmetrics.Metric`": (
+        "https://lightning.ai/docs/torchmetrics/stable/references/metric.html#torchmetrics.Metric"
+    ),
+    ":class:`ignite.engine.Engine`": (
+        "https://pytorch.org/ignite/generated/ignite.engine.engine.Engine.html"
+        "#ignite.engine.engine.Engine"
+    ),
+    ":class:`lightning.pytorch.Callback`": (
+        "https://lightning.ai/docs/pytorch/stable/api/lightning.pytorch.callbacks.Callback.html"
+        "#lightning.pytorch.callbacks.Callback"
+    ),
+    ":meth:`lightning.pytorch.LightningModule.log`": (
+        "https://lightning.ai/docs/pytorch/stable/api/lightning.pytorch.core.LightningModule.html"
+        "#lightning.pytorch.core.LightningModule.log"
+    ),
+    ":class:`pathlib.Path`": "https://docs.python.org/3/library/pathlib.html#pathlib.Path",
+    # a type in a signature
+    ".. py:function:: f(x: torch.Generator) -> float": (
+        "https://pytorch.org/docs/stable/generated/torch.Generator.html#torch.Generator"
+    ),
+}
+
+
+def test_inventories_link_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(DOCS / "_intersphinx"))
+    from make_inventories import mapping
+
+    inventories = mapping()
+    assert all(Path(path).is_file() for _, path in inventories.values())  # nothing to fetch
+    (tmp_path / "conf.py").write_text(
+        f"extensions = ['sphinx.ext.intersphinx']\nintersphinx_mapping = {inventories!r}\n"
+    )
+    (tmp_path / "index.rst").write_text("index\n=====\n\n" + "\n\n".join(LINKS) + "\n")
+    stream = io.StringIO()
+    with docutils_namespace():
+        app = Sphinx(
+            tmp_path,
+            tmp_path,
+            tmp_path / "_build",
+            tmp_path / "_doctrees",
+            "html",
+            status=None,
+            warning=stream,
+        )
+        app.build()
+    html = (tmp_path / "_build" / "index.html").read_text()
+    assert stream.getvalue() == ""
+    assert [url for url in LINKS.values() if f'href="{url}"' not in html] == []
