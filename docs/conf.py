@@ -7,6 +7,8 @@ import runpy
 import sys
 from pathlib import Path
 
+from sphinx.application import Sphinx
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE / "_ext"))
@@ -48,3 +50,20 @@ exclude_patterns = ["_build", "_generate", "_intersphinx"]
 (HERE / "_generated").mkdir(exist_ok=True)
 for script in sorted((HERE / "_generate").glob("*.py")):
     runpy.run_path(str(script), run_name="__main__")
+
+
+def _public_bases(app: Sphinx, name: str, obj: object, options: object, bases: list[type]) -> None:
+    """Show a private base (``_WeightedLoss``) as the public bases it stands for."""
+    public: list[type] = []
+    pending = list(bases)
+    while pending:
+        base = pending.pop(0)
+        if base.__name__.startswith("_"):
+            pending[:0] = base.__bases__
+        elif base not in public:
+            public.append(base)
+    bases[:] = public
+
+
+def setup(app: Sphinx) -> None:
+    app.connect("autodoc-process-bases", _public_bases)
