@@ -26,18 +26,20 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 from docutils import nodes
-from docutils.parsers.rst import Directive, directives
+from docutils.parsers.rst import directives
 from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.config import Config
 from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
 
 LOGGER = logging.getLogger(__name__)
 _DIRECTIVES = ("autoclass", "autoexception")
 _NAMED_ONLY = ("special-members", "private-members")
+_Names = str | Literal[False] | None  # an option's names; None: given without names
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
@@ -53,7 +55,7 @@ def _wrap_directives(app: Sphinx, config: Config) -> None:
         app.add_directive(name, _checking(base), override=True)
 
 
-def _checking(base: type[Directive]) -> type[Directive]:
+def _checking(base: type[SphinxDirective]) -> type[SphinxDirective]:
     """``base`` (autodoc's directive) that checks the members of what it renders."""
 
     class Checked(base):  # type: ignore[misc,valid-type]
@@ -109,17 +111,18 @@ def _member_problems(
     return [problem for problem in problems if problem]
 
 
-def _option(options: dict[str, Any], defaults: dict[str, Any], key: str) -> str | bool | None:
+def _option(options: dict[str, Any], defaults: dict[str, Any], key: str) -> _Names:
     """The names given to ``key`` (a string), ``None`` for no names, ``False`` if not given."""
     if key in options:
-        return options[key]  # type: ignore[no-any-return]
-    if f"no-{key}" in options or key not in defaults:
+        value = options[key]
+    elif f"no-{key}" in options or key not in defaults:
         return False
-    value = defaults[key]
-    return None if value is True else value  # type: ignore[no-any-return]
+    else:
+        value = defaults[key]
+    return None if value is None or value is True else str(value)
 
 
-def _names(value: str | bool | None) -> list[str]:
+def _names(value: _Names) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()] if value else []
 
 
@@ -131,7 +134,7 @@ def _asked(cls: type, options: dict[str, Any], defaults: dict[str, Any]) -> list
     return list(dict.fromkeys(asked))
 
 
-def _public_names(cls: type, inherited: str | bool | None) -> list[str]:
+def _public_names(cls: type, inherited: _Names) -> list[str]:
     """The public names of ``cls``, and with ``inherited`` those of its bases up to the named
     one (``object`` by default)."""
     stop = {"object", *_names(inherited)} if inherited is not False else set()
