@@ -37,6 +37,16 @@ class Matching(Base):
         """Call."""
 
 
+class Everything:
+    """Asks for all its members."""
+
+    def run(self) -> None:
+        """Run."""
+
+    def stop(self) -> None:
+        """Stop."""
+
+
 class Partial(_Mixin):
     """Leaves documented members out of its list."""
 
@@ -88,6 +98,7 @@ CASES = {
         "Matching",
         ":members: run\n   :special-members: __call__\n   :exclude-members: stop",
     ),
+    "everything": ("Everything", ":members:"),
     "partial": ("Partial", ":members: run"),
     "missing": ("Missing", ":members: run, halt"),
     "unlisted": ("Unlisted", ":members: run"),
@@ -119,8 +130,9 @@ def warnings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     return {page: [line for line in lines if f"{page}.rst" in line] for page in CASES}
 
 
-def test_matching_list_passes(warnings: dict[str, list[str]]) -> None:
-    assert warnings["matching"] == []
+@pytest.mark.parametrize("page", ["matching", "everything"])
+def test_matching_list_passes(warnings: dict[str, list[str]], page: str) -> None:
+    assert warnings[page] == []
 
 
 @pytest.mark.parametrize(

@@ -137,11 +137,11 @@ def _asked(cls: type, options: dict[str, Any], defaults: dict[str, Any]) -> list
 def _public_names(cls: type, inherited: _Names) -> list[str]:
     """The public names of ``cls``, and with ``inherited`` those of its bases up to the named
     one (``object`` by default)."""
-    stop = {"object", *_names(inherited)} if inherited is not False else set()
-    classes = [cls] + [base for base in cls.__mro__[1:] if inherited is not False]
+    classes = cls.__mro__ if inherited is not False else (cls,)
+    stop = {"object", *_names(inherited)}
     names: list[str] = []
     for klass in classes:
-        if klass.__name__ in stop:
+        if klass is not cls and klass.__name__ in stop:
             break
         names += [name for name in vars(klass) if not name.startswith("_")]
     return sorted(set(names))
@@ -156,14 +156,11 @@ def _documented_names(cls: type) -> list[str]:
         for base in cls.__mro__[1:]
         if base.__name__.startswith("_") and base.__module__.split(".")[0] == package
     ]
-    names = {
-        name
-        for klass in own
-        for name, raw in vars(klass).items()
-        if not name.startswith("_")
-        and (inspect.isroutine(raw) or isinstance(raw, property))
-        and getattr(raw, "__func__", raw).__doc__
-    }
+    names = set()
+    for name in {name for klass in own for name in vars(klass) if not name.startswith("_")}:
+        owner, raw = _definition(cls, name)
+        if owner in own and _is_routine(raw) and getattr(raw, "__func__", raw).__doc__:
+            names.add(name)
     return sorted(names)
 
 
@@ -199,7 +196,16 @@ def _exists(cls: type, name: str) -> bool:
 
 def _has_own_docstring(cls: type, name: str) -> bool:
     """Whether the class that defines the method or property ``name`` gave it a docstring."""
-    raw = next((vars(klass)[name] for klass in cls.__mro__ if name in vars(klass)), None)
-    if not (inspect.isroutine(raw) or isinstance(raw, property)):
+    _, raw = _definition(cls, name)
+    if not _is_routine(raw):
         return True  # an attribute: autodoc documents it from its doc comment
     return bool(getattr(raw, "__func__", raw).__doc__)
+
+
+def _definition(cls: type, name: str) -> tuple[type | None, Any]:
+    """The class of the MRO that defines ``name``, and the object in its namespace."""
+    return next(((k, vars(k)[name]) for k in cls.__mro__ if name in vars(k)), (None, None))
+
+
+def _is_routine(raw: Any) -> bool:
+    return inspect.isroutine(raw) or isinstance(raw, property)
