@@ -217,19 +217,45 @@ def write(project: Project, found: dict[str, tuple[str, str]]) -> Path:
 
 
 # Python
-_PY_MODULES = (
-    "abc", "argparse", "collections", "collections.abc", "contextlib", "dataclasses", "enum",
-    "functools", "io", "itertools", "json", "math", "numbers", "os", "pathlib", "tempfile",
-    "types", "typing", "warnings",
-)  # fmt: skip
+_PY_MODULES = [
+    "abc",
+    "argparse",
+    "collections",
+    "collections.abc",
+    "contextlib",
+    "dataclasses",
+    "enum",
+    "functools",
+    "io",
+    "itertools",
+    "json",
+    "math",
+    "numbers",
+    "os",
+    "pathlib",
+    "tempfile",
+    "types",
+    "typing",
+    "warnings",
+]
 _PY_MEMBERS = ("pathlib.PurePath", "pathlib.Path", "argparse.ArgumentParser")
-_PY_STDTYPES = ("bytearray", "bytes", "dict", "frozenset", "list", "memoryview", "range", "set",
-                "str", "tuple")  # fmt: skip
+_PY_STDTYPES = [
+    "bytearray",
+    "bytes",
+    "dict",
+    "frozenset",
+    "list",
+    "memoryview",
+    "range",
+    "set",
+    "str",
+    "tuple",
+]
+_PY_CONSTANTS = ("Ellipsis", "False", "None", "NotImplemented", "True")
 
 
 def python_docs() -> list[Doc]:
-    docs = [Doc(name, "library/constants.html") for name in ("Ellipsis", "False", "None",
-                                                            "NotImplemented", "True")]  # fmt: skip
+    docs = [Doc(name, "library/constants.html") for name in _PY_CONSTANTS]
     for name, obj in sorted(vars(builtins).items()):
         if name.startswith("_") or not (inspect.isclass(obj) or inspect.isroutine(obj)):
             continue
@@ -250,12 +276,16 @@ def python_docs() -> list[Doc]:
 
 
 # torch
-_TORCH_MODULES = {
-    "torch": "torch.html", "torch.autograd": "autograd.html", "torch.distributed":
-    "distributed.html", "torch.distributions": "distributions.html", "torch.func": "func.html",
-    "torch.nn": "nn.html", "torch.nn.functional": "nn.functional.html", "torch.special":
-    "special.html",
-}  # fmt: skip
+_TORCH_MODULES = {  # module: its page
+    "torch": "torch.html",
+    "torch.autograd": "autograd.html",
+    "torch.distributed": "distributed.html",
+    "torch.distributions": "distributions.html",
+    "torch.func": "func.html",
+    "torch.nn": "nn.html",
+    "torch.nn.functional": "nn.functional.html",
+    "torch.special": "special.html",
+}
 _TORCH_ATTRIBUTES = ("torch.device", "torch.dtype", "torch.layout", "torch.memory_format")
 
 
@@ -309,12 +339,14 @@ def torchmetrics_docs() -> list[Doc]:
 # PyTorch-Ignite documents most objects under the module that defines them, on a page of their
 # own; these few are listed under their package instead.
 _IGNITE_EXPORTED = {"DiskSaver", "TimeLimit", "global_step_from_engine"}
-_IGNITE_MEMBERS = {
-    "ignite.engine.engine.Engine", "ignite.engine.events.Events", "ignite.metrics.metric.Metric",
-    "ignite.handlers.checkpoint.Checkpoint", "ignite.handlers.checkpoint.ModelCheckpoint",
-    "ignite.handlers.state_param_scheduler.StateParamScheduler",
+_IGNITE_MEMBERS = {  # the classes whose members are listed too
+    "ignite.engine.engine.Engine",
+    "ignite.engine.events.Events",
+    "ignite.handlers.checkpoint.Checkpoint",
+    "ignite.handlers.checkpoint.ModelCheckpoint",
     "ignite.handlers.param_scheduler.ParamScheduler",
-}  # fmt: skip
+    "ignite.handlers.state_param_scheduler.StateParamScheduler",
+}
 
 
 def ignite_docs() -> list[Doc]:
@@ -340,9 +372,15 @@ def ignite_docs() -> list[Doc]:
 
 
 # Lightning has a page per class, named as its API reference lists it.
-_LIGHTNING_CORE = ("LightningDataModule", "LightningModule", "hooks.CheckpointHooks",
-                   "hooks.DataHooks", "hooks.ModelHooks", "mixins.HyperparametersMixin",
-                   "optimizer.LightningOptimizer")  # fmt: skip
+_LIGHTNING_CORE = (
+    "LightningDataModule",
+    "LightningModule",
+    "hooks.CheckpointHooks",
+    "hooks.DataHooks",
+    "hooks.ModelHooks",
+    "mixins.HyperparametersMixin",
+    "optimizer.LightningOptimizer",
+)
 
 
 def lightning_docs() -> list[Doc]:
