@@ -56,6 +56,8 @@ class KLDivergenceNormal(nn.Module):
         prior_mu: Tensor | None = None,
         prior_log_var: Tensor | None = None,
     ) -> Tensor:
+        """Return the reduced KL of the posterior ``(mu, log_var)`` from the prior
+        ``(prior_mu, prior_log_var)``, where ``None`` means a mean or log-variance of 0."""
         return _kl_divergence_normal(
             mu, log_var, prior_mu, prior_log_var, self.reduction, self.free_bits
         )

@@ -145,6 +145,8 @@ class VAELoss(_WeightedLoss):
         self._set_weight("capacity", value)
 
     def forward(self, x_hat: Tensor, x: Tensor, mu: Tensor, log_var: Tensor) -> VAELossOutput:
+        """Return ``(loss, recon, kl)`` of the reconstruction ``x_hat`` of ``x`` and the
+        posterior ``(mu, log_var)``, with the current ``beta`` and ``capacity``."""
         return _vae_loss(
             x_hat,
             x,

@@ -133,6 +133,8 @@ class BetaTCVAELoss(_WeightedLoss):
     def forward(
         self, x_hat: Tensor, x: Tensor, z: Tensor, mu: Tensor, log_var: Tensor
     ) -> BetaTCVAELossOutput:
+        """Return ``(loss, recon, mi, tc, dim_kl)`` of the reconstruction ``x_hat`` of ``x``,
+        the codes ``z`` and the posteriors ``(mu, log_var)``, with the current weights."""
         return _beta_tcvae_loss(
             x_hat,
             x,
