@@ -60,6 +60,17 @@ class _SumStateMetric(Metric):
 
         The batch is checked before torchmetrics swaps the accumulated states out: a refused
         batch leaves them as they were.
+
+        Example:
+            >>> import torch
+            >>> from vaekit.metrics import ReconKLRatio
+            >>> metric = ReconKLRatio()
+            >>> metric(torch.tensor(6.0), torch.tensor(2.0))  # this batch
+            tensor(3.)
+            >>> metric(torch.tensor(2.0), torch.tensor(2.0))
+            tensor(1.)
+            >>> metric.compute()  # both: 8 / 4
+            tensor(2.)
         """
         self._check(*args, **kwargs)
         return super().forward(*args, **kwargs)
