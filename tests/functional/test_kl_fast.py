@@ -13,16 +13,14 @@ from vaekit.functional import _kl_fast, kl_divergence_normal
 
 def test_the_table_of_which_inputs_take_it():
     mu = log_var = torch.zeros(2, 3)
-    prior = torch.zeros(3)
-    assert _kl_fast.applies(mu, log_var, None, None, "batchmean", 0.0)
-    assert _kl_fast.applies(mu, log_var, None, None, "sum", 0.0)
-    assert _kl_fast.applies(mu, log_var, None, None, "mean", 0.0)
-    assert not _kl_fast.applies(mu, log_var, None, None, "none", 0.0)
-    assert not _kl_fast.applies(mu, log_var, None, None, "sum", 0.5)
-    assert not _kl_fast.applies(mu, log_var, prior, None, "sum", 0.0)
-    assert not _kl_fast.applies(mu, log_var, None, prior, "sum", 0.0)
+    assert _kl_fast.applies(mu, log_var, prior=False, reduction="batchmean", free_bits=0.0)
+    assert _kl_fast.applies(mu, log_var, prior=False, reduction="sum", free_bits=0.0)
+    assert _kl_fast.applies(mu, log_var, prior=False, reduction="mean", free_bits=0.0)
+    assert not _kl_fast.applies(mu, log_var, prior=False, reduction="none", free_bits=0.0)
+    assert not _kl_fast.applies(mu, log_var, prior=False, reduction="sum", free_bits=0.5)
+    assert not _kl_fast.applies(mu, log_var, prior=True, reduction="sum", free_bits=0.0)
     meta = torch.empty(2, 3, device="meta")
-    assert not _kl_fast.applies(meta, meta, None, None, "sum", 0.0)
+    assert not _kl_fast.applies(meta, meta, prior=False, reduction="sum", free_bits=0.0)
 
 
 def saved_beyond_inputs(fn, *inputs):

@@ -144,7 +144,8 @@ def _kl_divergence_normal(
     """:func:`kl_divergence_normal` for a checked ``reduction`` and ``free_bits``."""
     _check_inputs(mu, log_var, prior_mu, prior_log_var)
     _check_batch(mu, reduction, free_bits)
-    if _kl_fast.applies(mu, log_var, prior_mu, prior_log_var, reduction, free_bits):
+    prior = prior_mu is not None or prior_log_var is not None
+    if _kl_fast.applies(mu, log_var, prior=prior, reduction=reduction, free_bits=free_bits):
         return _kl_fast.kl_sum(mu, log_var, sum_scale(reduction, mu))
     kl = _kl_elementwise(mu, log_var, prior_mu, prior_log_var)
     if free_bits > 0:
