@@ -299,6 +299,7 @@ def test_progress_bar_in_a_terminal(data, tmp_path, capsys, monkeypatch):
     assert "beta=1" in err
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_equals_uninterrupted(data, tmp_path, capsys, monkeypatch):
     args = ["--data", str(data), *SMALL, "--schedule", "pi,cyclical"]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
@@ -545,6 +546,7 @@ def test_bad_data_is_one_line_and_exit_code_2(tmp_path, capsys, make, problem):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_bad_data_from_the_console_has_no_traceback(tmp_path):
     cmd = [sys.executable, "-m", "vaekit.demo", "--data", str(tmp_path / "none.pt")]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -218,6 +218,7 @@ def test_per_sample_gradients_under_torch_func(recon):
     torch.testing.assert_close(values, log_likelihood(x_hat, x, recon=recon, num_bins=17, **kw))
 
 
+@pytest.mark.slow
 def test_compiled_equals_eager():
     x = torch.linspace(0.0, 1.0, 256).repeat(2, 1)
     mean = torch.rand(2, 256, generator=torch.Generator().manual_seed(0)) * 1.4 - 0.2

@@ -37,6 +37,7 @@ def test_settings_are_validated_at_construction():
         KLDivergenceNormal(reduction="none", free_bits=0.1)
 
 
+@pytest.mark.slow
 def test_compiled_equals_eager():
     torch._dynamo.reset()
     module = KLDivergenceNormal(free_bits=0.05)

@@ -193,6 +193,7 @@ def test_compiled_step_with_a_new_beta_every_step_compiles_once():
     )
 
 
+@pytest.mark.slow
 def test_compiled_equals_eager():
     torch._dynamo.reset()
     module = VAELoss("bce_with_logits", beta=0.5, free_bits=0.05)

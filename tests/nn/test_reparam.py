@@ -166,6 +166,7 @@ def test_repr():
     assert "log_var_range=(-30.0, 20.0)" in repr(GaussianReparam(3, 2))
 
 
+@pytest.mark.slow
 def test_compiled_equals_eager():
     torch._dynamo.reset()
     torch.manual_seed(0)
