@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,6 +19,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 from ignite.handlers.state_param_scheduler import LambdaStateScheduler
 from torch import Tensor, nn
 
+from tests._distributed import spawn_ranks
 from tests.handlers import _dist_beta
 from vaekit import VAELoss
 from vaekit.handlers import BetaController, BetaScheduler
@@ -385,26 +381,9 @@ def test_checkpoint_resume_gives_the_uninterrupted_sequence(make_handler, tmp_pa
 # --- two processes -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_two_gloo_ranks_agree_on_beta(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    env.setdefault("GLOO_SOCKET_IFNAME", "lo0" if sys.platform == "darwin" else "lo")  # loopback
-    script = Path(_dist_beta.__file__)
-    result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), str(free_port())],
-        env=env,
-        timeout=120,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    rank0, rank1 = spawn_ranks(Path(_dist_beta.__file__), tmp_path)
     assert rank0 == rank1
 
     controller, expected = _dist_beta.make_controller(), []

@@ -16,9 +16,9 @@ import torch
 from ignite.engine import Engine
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
+from tests._distributed import spawn_ranks
 from tests.functional import _linear_gaussian as lg
 from tests.metrics import _dist_aggregate
-from tests.metrics._launch import launch
 from tests.metrics._threads import ThreadWorld
 from vaekit.functional.monitors import _aggregate_posterior_draw
 from vaekit.handlers import TorchMetricsAdapter
@@ -255,7 +255,7 @@ def test_any_world_gathers_in_rank_order():
 
 @pytest.mark.slow
 def test_two_gloo_ranks_compute_the_single_process_result(tmp_path: Path):
-    ranks = launch(Path(__file__).parent / "_dist_aggregate.py", tmp_path)
+    ranks = spawn_ranks(Path(__file__).parent / "_dist_aggregate.py", tmp_path)
     expected = _dist_aggregate.run(_dist_aggregate.make_batches())
     for r in ranks:
         assert_equal_results(r["shards"], expected, tol=1e-12)
