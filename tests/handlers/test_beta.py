@@ -19,6 +19,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 from ignite.handlers.state_param_scheduler import LambdaStateScheduler
 from torch import Tensor, nn
 
+from tests._beta import assert_controller_arguments_are_checked
 from tests._distributed import spawn_ranks
 from tests.handlers import _dist_beta
 from vaekit import VAELoss
@@ -303,18 +304,11 @@ def test_controller_attach_does_not_reset_a_loaded_state():
 
 
 def test_controller_errors():
-    with pytest.raises(
-        TypeError,
-        match=r"Argument controller should be a vaekit.schedules.Controller, "
-        r"but given LinearWarmup",
-    ):
-        BetaController(LinearWarmup(3))
+    assert_controller_arguments_are_checked(BetaController)
     with pytest.raises(
         TypeError, match=r"Argument output_transform should be callable, but given str"
     ):
         BetaController(PIController(1.0), output_transform="kl")
-    with pytest.raises(ValueError, match=r"Argument target should have an attribute 'gamma'"):
-        BetaController(PIController(1.0), target=VAELoss(), attr="gamma")
     trainer, _, _ = recording_trainer()
     BetaScheduler(LinearWarmup(3)).attach(trainer)
     with pytest.raises(ValueError, match=r"Attribute 'beta' already exists in the engine.state"):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 # isort: off
 # First: the import guard of vaekit.handlers silences torch's jit deprecations raised by ignite.
 import vaekit.handlers  # noqa: F401
@@ -14,7 +12,10 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine
 
-from tests.nn._compile import assert_one_compile_for_every_weight
+from tests.nn._weights import (
+    assert_one_compile_for_every_weight,
+    assert_setter_refuses_bad_weights,
+)
 from vaekit import BetaTCVAELoss, BetaTCVAELossOutput, VAELoss
 from vaekit.functional import beta_tcvae_loss
 from vaekit.handlers import BetaController, BetaScheduler
@@ -88,15 +89,7 @@ def test_a_weight_that_requires_grad_is_refused_not_silently_detached():
 
 @pytest.mark.parametrize("name", WEIGHTS)
 def test_setters_validate_and_keep_the_value(name):
-    module = BetaTCVAELoss(dataset_size=50, **{name: 1.5})
-    for bad in (-1.0, math.nan, math.inf, torch.tensor(-1.0)):
-        with pytest.raises(ValueError, match=rf"Argument {name} should be a finite number >= 0"):
-            setattr(module, name, bad)
-    with pytest.raises(TypeError, match=rf"Argument {name} should be a float or a tensor"):
-        setattr(module, name, "0.5")
-    with pytest.raises(ValueError, match=rf"Argument {name} should be a one-element tensor"):
-        setattr(module, name, torch.ones(3))
-    assert getattr(module, name).item() == 1.5
+    assert_setter_refuses_bad_weights(BetaTCVAELoss(dataset_size=50, **{name: 1.5}), name, kept=1.5)
 
 
 def test_settings_are_validated():

@@ -1,10 +1,13 @@
-"""The compile check that VAELoss and BetaTCVAELoss share: weights read, not compiled in."""
+"""The checks that VAELoss and BetaTCVAELoss share: their weights are validated buffers, read
+by a compiled step rather than compiled into it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 from torch._dynamo.testing import CompileCounter
@@ -39,3 +42,15 @@ def assert_one_compile_for_every_weight(
         want = reference(reparam(h), **weights)
         torch.testing.assert_close(tuple(got), tuple(want))  # the weights are read
     assert counter.frame_count == 1
+
+
+def assert_setter_refuses_bad_weights(loss_fn: nn.Module, name: str, kept: float) -> None:
+    """Each value the setter of weight ``name`` refuses, by name; the weight keeps ``kept``."""
+    for bad in (-1.0, math.nan, math.inf, torch.tensor(-1.0), torch.tensor(math.nan)):
+        with pytest.raises(ValueError, match=rf"Argument {name} should be a finite number >= 0"):
+            setattr(loss_fn, name, bad)
+    with pytest.raises(TypeError, match=rf"Argument {name} should be a float or a tensor"):
+        setattr(loss_fn, name, "0.5")
+    with pytest.raises(ValueError, match=rf"Argument {name} should be a one-element tensor"):
+        setattr(loss_fn, name, torch.ones(3))
+    assert getattr(loss_fn, name).item() == kept
