@@ -629,10 +629,13 @@ def test_a_bad_argument_exits_2_with_one_line_naming_it(
 # A vaekit-demo process whose checkpoint writes are slow, half on disk halfway: a signal can
 # land inside one. Markers tell the test where the process is. Nothing of this is in the demo.
 _SLOW_WRITES = """
-import io, sys, time
+import io, signal, sys, time
 from pathlib import Path
 
 import torch
+
+# Ctrl-C as in a terminal, also where pytest itself ignores SIGINT (a background job of a shell)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 marks, real_save, count = Path(sys.argv[1]), torch.save, [0]
 
