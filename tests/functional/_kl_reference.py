@@ -17,7 +17,7 @@ def distributions_kl(
 ):
     """torch.distributions' Normal-Normal KL, reduced by hand; in the inputs' dtype, so that
     a transform applied to it is the reference for the same transform of vaekit's KL."""
-    zero = torch.zeros((), dtype=mu.dtype)
+    zero = torch.zeros((), dtype=mu.dtype, device=mu.device)
     prior_mu = zero if prior_mu is None else prior_mu
     prior_log_var = zero if prior_log_var is None else prior_log_var
     q = Normal(mu, (0.5 * log_var).exp(), validate_args=False)

@@ -24,10 +24,16 @@ def reference(mu, log_var, prior_mu=None, prior_log_var=None, reduction="batchme
     return distributions_kl(*tensors, reduction=reduction)
 
 
-def inputs(shape, dtype=torch.float64, seed=0):
+def inputs(shape, dtype=torch.float64, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g, dtype=dtype), torch.randn(
-        shape, generator=g, dtype=dtype
+    pair = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(2))
+    return tuple(t.to(device, dtype) for t in pair)
+
+
+def tolerance(dtype):
+    """Against the float64 reference at the same (rounded) inputs: float32's or float64's."""
+    return (
+        {"rtol": 2e-6, "atol": 1e-7} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
     )
 
 
@@ -37,32 +43,24 @@ def inputs(shape, dtype=torch.float64, seed=0):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("prior", [False, True])
-def test_matches_torch_distributions(shape, reduction, prior):
-    mu, log_var = inputs(shape)
+def test_matches_torch_distributions(shape, reduction, prior, device, dtype):
+    mu, log_var = inputs(shape, dtype, device=device)
     prior_mu = prior_log_var = None
     if prior:  # a per-latent-element prior broadcast over the batch
-        prior_mu, prior_log_var = inputs(shape[1:], seed=1)
+        prior_mu, prior_log_var = inputs(shape[1:], dtype, seed=1, device=device)
     got = kl_divergence_normal(mu, log_var, prior_mu, prior_log_var, reduction=reduction)
     want = reference(mu, log_var, prior_mu, prior_log_var, reduction)
     assert got.shape == want.shape
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert (got.dtype, got.device) == (dtype, device)
+    torch.testing.assert_close(got.double(), want, **tolerance(dtype))
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_float32_matches_float64_reference(reduction):
-    mu, log_var = inputs((16, 8, 4, 4), dtype=torch.float32)
-    got = kl_divergence_normal(mu, log_var, reduction=reduction)
-    assert got.dtype == torch.float32
-    want = reference(mu, log_var, reduction=reduction)
-    torch.testing.assert_close(got.double(), want, rtol=2e-6, atol=1e-7)
-
-
-def test_prior_given_by_one_tensor_only():
-    mu, log_var = inputs((6, 4))
-    prior_mu = torch.linspace(-1, 1, 4, dtype=torch.float64)
+def test_prior_given_by_one_tensor_only(device):
+    mu, log_var = inputs((6, 4), device=device)
+    prior_mu = torch.linspace(-1, 1, 4, dtype=torch.float64, device=device)
     got = kl_divergence_normal(mu, log_var, prior_mu=prior_mu)
     torch.testing.assert_close(got, reference(mu, log_var, prior_mu=prior_mu))
-    prior_lv = torch.tensor(0.7, dtype=torch.float64)  # a scalar broadcasts too
+    prior_lv = torch.tensor(0.7, dtype=torch.float64, device=device)  # a scalar broadcasts too
     got = kl_divergence_normal(mu, log_var, prior_log_var=prior_lv)
     torch.testing.assert_close(got, reference(mu, log_var, prior_log_var=prior_lv))
 
@@ -115,8 +113,8 @@ def test_zero_when_posterior_equals_prior(values):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
-def test_zero_at_mu_zero_log_var_zero(dtype):
-    zeros = torch.zeros(3, 5, dtype=dtype)
+def test_zero_at_mu_zero_log_var_zero(dtype, device):
+    zeros = torch.zeros(3, 5, dtype=dtype, device=device)
     for reduction in REDUCTIONS:
         assert (kl_divergence_normal(zeros, zeros, reduction=reduction) == 0).all()
 
@@ -132,7 +130,7 @@ def kl_by_path(path, mu, log_var):
         kl = kl_divergence_normal(mu, log_var, reduction="none")
         return kl[0], kl.sum()
     if path == "prior":
-        zero = torch.zeros(())
+        zero = torch.zeros((), device=mu.device)
         kl = kl_divergence_normal(mu, log_var, zero, zero, reduction="sum")
     elif path == "free-bits":
         kl = kl_divergence_normal(mu, log_var, reduction="sum", free_bits=1e-30)
@@ -143,13 +141,13 @@ def kl_by_path(path, mu, log_var):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_value_and_gradient_keep_float32_precision_near_the_prior(path, sign):
+def test_value_and_gradient_keep_float32_precision_near_the_prior(path, sign, device):
     # The textbook 1 + lv - exp(lv) loses every digit here, and its gradient exp(lv) - 1 too.
     n = 300_000 if path == "fused-large" else 3
     for magnitude in MAGNITUDES:
-        value = torch.tensor(sign * magnitude).float()
+        value = torch.tensor(sign * magnitude, device=device).float()
         log_var = value.expand(n, 1).clone().requires_grad_()
-        mu = torch.zeros(n, 1)
+        mu = torch.zeros(n, 1, device=device)
         kl, loss = kl_by_path(path, mu, log_var)
         loss.backward()
         lv64 = value.double()  # the reference takes the float32 input exactly as given
@@ -165,10 +163,9 @@ def test_value_and_gradient_keep_float32_precision_near_the_prior(path, sign):
     assert abs(notebook - exact) > 0.5 * exact  # the trap is real
 
 
-def test_half_precision_is_computed_in_float32():
+def test_half_precision_is_computed_in_float32(device):
     # KL of about 1 per element over 80,000 elements: a float16 sum would overflow to inf.
-    mu, log_var = inputs((4, 80_000), dtype=torch.float32)
-    want = reference(mu.half(), log_var.half())
+    mu, log_var = inputs((4, 80_000), dtype=torch.float32, device=device)
     for dtype in (torch.float16, torch.bfloat16):
         got = kl_divergence_normal(mu.to(dtype), log_var.to(dtype))
         assert got.dtype == torch.float32
@@ -176,8 +173,8 @@ def test_half_precision_is_computed_in_float32():
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)
 
 
-def test_half_precision_gradients_flow_back_in_half():
-    mu, log_var = (t.half().requires_grad_() for t in inputs((3, 4), dtype=torch.float32))
+def test_half_precision_gradients_flow_back_in_half(device):
+    mu, log_var = (t.requires_grad_() for t in inputs((3, 4), torch.float16, device=device))
     kl_divergence_normal(mu, log_var).backward()
     assert mu.grad is not None
     assert mu.grad.dtype == torch.float16
@@ -189,11 +186,11 @@ EXTREME_MU = [2e19, 2.7e19, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize("path", ["elementwise", "fused", "prior", "free-bits"])
-def test_inf_exactly_where_the_true_value_overflows(path):
+def test_inf_exactly_where_the_true_value_overflows(path, device):
     float32_max = torch.finfo(torch.float32).max
     for m, lv in zip(EXTREME_MU, EXTREME_LOG_VAR, strict=True):
-        mu = torch.tensor([[m]], requires_grad=True)
-        log_var = torch.tensor([[lv]], requires_grad=True)
+        mu = torch.tensor([[m]], device=device, requires_grad=True)
+        log_var = torch.tensor([[lv]], device=device, requires_grad=True)
         kl, loss = kl_by_path(path, mu, log_var)
         m64, lv64 = mu.double(), log_var.double()  # torch.distributions rejects a zero scale
         want = 0.5 * (m64.square() + torch.expm1(lv64) - lv64)
@@ -211,12 +208,14 @@ def test_inf_exactly_where_the_true_value_overflows(path):
         assert not log_var.grad.isnan().any()
 
 
-def test_the_float64_kl_overflows_only_where_the_true_value_does():
-    log_var = torch.tensor([700.0, 709.0, 710.0, 711.0], dtype=torch.float64)
-    got = kl_divergence_normal(torch.zeros(4), log_var, reduction="none")
+def test_the_float64_kl_overflows_only_where_the_true_value_does(device):
+    log_var = torch.tensor([700.0, 709.0, 710.0, 711.0], dtype=torch.float64, device=device)
+    got = kl_divergence_normal(torch.zeros(4, device=device), log_var, reduction="none")
     exact = [0.5 * (mpmath.exp(v) - 1 - v) for v in log_var.tolist()]  # arbitrary precision
     want = [float(v) if v < sys.float_info.max else math.inf for v in exact]
-    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-14, atol=0)
+    torch.testing.assert_close(
+        got.cpu(), torch.tensor(want, dtype=torch.float64), rtol=1e-14, atol=0
+    )
 
 
 # ---------------------------------------------------------------- free bits
@@ -224,20 +223,22 @@ def test_the_float64_kl_overflows_only_where_the_true_value_does():
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("free_bits", [0.05, 0.5, 2.0])
-def test_free_bits_formula(shape, free_bits):
-    mu, log_var = inputs(shape)
+def test_free_bits_formula(shape, free_bits, device, dtype):
+    mu, log_var = inputs(shape, dtype, device=device)
     per_element = reference(mu, log_var, reduction="none").mean(dim=0)
-    clamped = torch.maximum(per_element, torch.tensor(free_bits, dtype=torch.float64))
+    clamped = per_element.clamp_min(free_bits)
     b, d = shape[0], per_element.numel()
     expected = {"batchmean": clamped.sum(), "sum": b * clamped.sum(), "mean": clamped.sum() / d}
     for reduction, want in expected.items():
         got = kl_divergence_normal(mu, log_var, reduction=reduction, free_bits=free_bits)
-        torch.testing.assert_close(got, want)
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.double(), want, **tolerance(dtype))
 
 
-def test_free_bits_stop_gradients_of_clamped_elements_only():
-    mu = torch.tensor([[0.01, 2.0], [-0.01, 1.0]], dtype=torch.float64, requires_grad=True)
-    log_var = torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)
+def test_free_bits_stop_gradients_of_clamped_elements_only(device):
+    mu = torch.tensor([[0.01, 2.0], [-0.01, 1.0]], dtype=torch.float64, device=device)
+    mu.requires_grad_()
+    log_var = torch.zeros(2, 2, dtype=torch.float64, device=device, requires_grad=True)
     kl_divergence_normal(mu, log_var, free_bits=0.5).backward()
     assert mu.grad is not None
     assert (mu.grad[:, 0] == 0).all()  # below the floor: no pressure
@@ -249,11 +250,11 @@ def test_free_bits_stop_gradients_of_clamped_elements_only():
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("prior", [False, True])
-def test_gradcheck_and_gradgradcheck(reduction, prior):
-    mu, log_var = (t.requires_grad_() for t in inputs((3, 2, 2)))
+def test_gradcheck_and_gradgradcheck(reduction, prior, device):
+    mu, log_var = (t.requires_grad_() for t in inputs((3, 2, 2), device=device))
     args = [mu, log_var]
     if prior:
-        args += [t.requires_grad_() for t in inputs((2, 2), seed=3)]
+        args += [t.requires_grad_() for t in inputs((2, 2), seed=3, device=device)]
 
     def fn(*a):
         return kl_divergence_normal(*a, reduction=reduction)
@@ -262,8 +263,8 @@ def test_gradcheck_and_gradgradcheck(reduction, prior):
     assert torch.autograd.gradgradcheck(fn, tuple(args))
 
 
-def test_gradcheck_with_free_bits():
-    mu, log_var = (t.requires_grad_() for t in inputs((4, 3)))
+def test_gradcheck_with_free_bits(device):
+    mu, log_var = (t.requires_grad_() for t in inputs((4, 3), device=device))
 
     def fn(m, lv):
         return kl_divergence_normal(m, lv, free_bits=0.3)
@@ -272,13 +273,15 @@ def test_gradcheck_with_free_bits():
     assert torch.autograd.gradgradcheck(fn, (mu, log_var))
 
 
-def test_gradients_match_torch_distributions():
-    mu, log_var = (t.requires_grad_() for t in inputs((5, 6)))
-    mu_ref, lv_ref = (t.detach().clone().requires_grad_() for t in (mu, log_var))
+def test_gradients_match_torch_distributions(device, dtype):
+    mu, log_var = (t.requires_grad_() for t in inputs((5, 6), dtype, device=device))
+    mu_ref, lv_ref = (t.detach().double().requires_grad_() for t in (mu, log_var))
     kl_divergence_normal(mu, log_var).backward()
     reference(mu_ref, lv_ref).backward()
-    torch.testing.assert_close(mu.grad, mu_ref.grad)
-    torch.testing.assert_close(log_var.grad, lv_ref.grad)
+    for got, want in ((mu.grad, mu_ref.grad), (log_var.grad, lv_ref.grad)):
+        assert got is not None
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.double(), want, **tolerance(dtype))
 
 
 # ---------------------------------------------------------------- errors

@@ -2,8 +2,9 @@
 torch.distributions' Normal-Normal KL in float64.
 
 Each case runs on a small latent and on a large one (see ``_kl_reference.SMALL`` and
-``LARGE``), for every reduction, with and without a prior and free bits, in float32 and
-float64: between them they take every path the KL has.
+``LARGE``), for every reduction, with and without a prior and free bits, in each dtype and on
+each device of ``--dtype`` and ``--device`` (float32 and float64 on the CPU by default): between
+them they take every path the KL has.
 """
 
 from __future__ import annotations
@@ -23,23 +24,24 @@ CASES = [
         reduction,
         free_bits,
         prior,
-        dtype,
         shape,
-        id=f"{reduction}-fb{free_bits}-{prior}-{str(dtype)[6:]}-{'x'.join(map(str, shape))}",
+        id=f"{reduction}-fb{free_bits}-{prior}-{'x'.join(map(str, shape))}",
     )
     for reduction, free_bits in SETTINGS
     for prior in ("none", "both")
-    for dtype in (torch.float32, torch.float64)
     for shape in (SMALL, LARGE)
 ]
-SMALL_CASES = [c for c in CASES if c.values[4] == SMALL]
+SMALL_CASES = [c for c in CASES if c.values[3] == SMALL]
+ARGS = ("reduction", "free_bits", "prior", "shape")
 
 
-def setup(reduction, free_bits, prior, dtype, shape):
+def setup(reduction, free_bits, prior, shape, device, dtype):
     """The arguments, vaekit's and the reference's KL of them, and weights that turn a
     ``"none"`` result into a scalar."""
     mu, log_var, prior_mu, prior_log_var = make(shape, prior)
-    args = tuple(t.to(dtype) for t in (mu, log_var, prior_mu, prior_log_var) if t is not None)
+    args = tuple(
+        t.to(device, dtype) for t in (mu, log_var, prior_mu, prior_log_var) if t is not None
+    )
 
     def ours(*a):
         prior_args = a[2:] if len(a) == 4 else (None, None)
@@ -50,7 +52,7 @@ def setup(reduction, free_bits, prior, dtype, shape):
         return distributions_kl(*a[:2], *prior_args, reduction=reduction, free_bits=free_bits)
 
     weights = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    return args, ours, theirs, weights
+    return args, ours, theirs, weights.to(device)
 
 
 def scalar(fn, weights):
@@ -74,7 +76,7 @@ def tangents_for(theirs, weights, args):
     grads = func.grad(scalar(theirs, weights), argnums=tuple(range(len(args))))(*ref_args)
     g = torch.Generator().manual_seed(7)
     return tuple(
-        (gr.sign() * torch.rand(gr.shape, dtype=torch.float64, generator=g)).to(a.dtype)
+        (gr.sign() * torch.rand(gr.shape, dtype=torch.float64, generator=g).to(gr)).to(a.dtype)
         for gr, a in zip(grads, args, strict=True)
     )
 
@@ -89,37 +91,28 @@ def assert_matches(got, want, dtype):
 ARGNUMS = {2: (0, 1), 4: (0, 1, 2, 3)}
 
 
-@pytest.mark.parametrize(("reduction", "free_bits", "prior", "dtype", "shape"), CASES)
-def test_grad(reduction, free_bits, prior, dtype, shape):
-    args, ours, theirs, w = setup(reduction, free_bits, prior, dtype, shape)
-    argnums = ARGNUMS[len(args)]
-    got = func.grad(scalar(ours, w), argnums=argnums)(*args)
-    want = func.grad(scalar(theirs, w), argnums=argnums)(*as_reference(args))
-    assert_matches(got, want, dtype)
-
-
-@pytest.mark.parametrize(("reduction", "free_bits", "prior", "dtype", "shape"), CASES)
-def test_vjp(reduction, free_bits, prior, dtype, shape):
-    args, ours, theirs, w = setup(reduction, free_bits, prior, dtype, shape)
+@pytest.mark.parametrize(ARGS, CASES)
+def test_vjp(reduction, free_bits, prior, shape, device, dtype):
+    args, ours, theirs, w = setup(reduction, free_bits, prior, shape, device, dtype)
     out, pullback = func.vjp(ours, *args)
     ref_out, ref_pullback = func.vjp(theirs, *as_reference(args))
-    cotangent = w if reduction == "none" else torch.tensor(0.7, dtype=torch.float64)
+    cotangent = w if reduction == "none" else torch.tensor(0.7, dtype=torch.float64, device=device)
     assert_matches(out, ref_out, dtype)
     assert_matches(pullback(cotangent.to(out.dtype)), ref_pullback(cotangent), dtype)
 
 
-@pytest.mark.parametrize(("reduction", "free_bits", "prior", "dtype", "shape"), CASES)
-def test_jvp(reduction, free_bits, prior, dtype, shape):
-    args, ours, theirs, w = setup(reduction, free_bits, prior, dtype, shape)
+@pytest.mark.parametrize(ARGS, CASES)
+def test_jvp(reduction, free_bits, prior, shape, device, dtype):
+    args, ours, theirs, w = setup(reduction, free_bits, prior, shape, device, dtype)
     tangents = tangents_for(theirs, w, args)
     got = func.jvp(ours, args, tangents)
     want = func.jvp(theirs, as_reference(args), as_reference(tangents))
     assert_matches(got, want, dtype)
 
 
-@pytest.mark.parametrize(("reduction", "free_bits", "prior", "dtype", "shape"), CASES)
-def test_forward_ad_dual_tensors(reduction, free_bits, prior, dtype, shape):
-    args, ours, theirs, w = setup(reduction, free_bits, prior, dtype, shape)
+@pytest.mark.parametrize(ARGS, CASES)
+def test_forward_ad_dual_tensors(reduction, free_bits, prior, shape, device, dtype):
+    args, ours, theirs, w = setup(reduction, free_bits, prior, shape, device, dtype)
     tangents = tangents_for(theirs, w, args)
     results = []
     for fn, a, t in ((ours, args, tangents), (theirs, as_reference(args), as_reference(tangents))):
@@ -131,39 +124,40 @@ def test_forward_ad_dual_tensors(reduction, free_bits, prior, dtype, shape):
     assert_matches(results[0], results[1], dtype)
 
 
-@pytest.mark.parametrize(("reduction", "free_bits", "prior", "dtype", "shape"), CASES)
-def test_jacrev(reduction, free_bits, prior, dtype, shape):
-    if reduction == "none" and shape == LARGE:
-        pytest.skip("the Jacobian of an elementwise KL of 300,000 elements has 9e10 entries")
-    args, ours, theirs, _ = setup(reduction, free_bits, prior, dtype, shape)
+# Transforms of a function of the KL's arguments: (name, the transform, the cases it takes)
+DERIVATIVES = [
+    ("grad", lambda f, w, argnums: func.grad(scalar(f, w), argnums=argnums), CASES),
+    # not of an elementwise KL of 300,000 elements: its Jacobian has 9e10 entries
+    (
+        "jacrev",
+        lambda f, w, argnums: func.jacrev(f, argnums=argnums),
+        [c for c in CASES if c.values[0] != "none" or c.values[3] != LARGE],
+    ),
+    ("jacfwd", lambda f, w, argnums: func.jacfwd(f, argnums=argnums), SMALL_CASES),
+    ("hessian", lambda f, w, argnums: func.hessian(scalar(f, w), argnums=argnums), SMALL_CASES),
+]
+
+
+@pytest.mark.parametrize(
+    ("transform", *ARGS),
+    [
+        pytest.param(transform, *case.values, id=f"{name}-{case.id}")
+        for name, transform, cases in DERIVATIVES
+        for case in cases
+    ],
+)
+def test_derivative(transform, reduction, free_bits, prior, shape, device, dtype):
+    args, ours, theirs, w = setup(reduction, free_bits, prior, shape, device, dtype)
     argnums = ARGNUMS[len(args)]
-    got = func.jacrev(ours, argnums=argnums)(*args)
-    want = func.jacrev(theirs, argnums=argnums)(*as_reference(args))
+    got = transform(ours, w, argnums)(*args)
+    want = transform(theirs, w, argnums)(*as_reference(args))
     assert_matches(got, want, dtype)
 
 
-@pytest.mark.parametrize(("reduction", "free_bits", "prior", "dtype", "shape"), SMALL_CASES)
-def test_jacfwd(reduction, free_bits, prior, dtype, shape):
-    args, ours, theirs, _ = setup(reduction, free_bits, prior, dtype, shape)
-    argnums = ARGNUMS[len(args)]
-    got = func.jacfwd(ours, argnums=argnums)(*args)
-    want = func.jacfwd(theirs, argnums=argnums)(*as_reference(args))
-    assert_matches(got, want, dtype)
-
-
-@pytest.mark.parametrize(("reduction", "free_bits", "prior", "dtype", "shape"), SMALL_CASES)
-def test_hessian(reduction, free_bits, prior, dtype, shape):
-    args, ours, theirs, w = setup(reduction, free_bits, prior, dtype, shape)
-    argnums = ARGNUMS[len(args)]
-    got = func.hessian(scalar(ours, w), argnums=argnums)(*args)
-    want = func.hessian(scalar(theirs, w), argnums=argnums)(*as_reference(args))
-    assert_matches(got, want, dtype)
-
-
-@pytest.mark.parametrize(("reduction", "free_bits", "prior", "dtype", "shape"), CASES)
-def test_hessian_vector_product(reduction, free_bits, prior, dtype, shape):
+@pytest.mark.parametrize(ARGS, CASES)
+def test_hessian_vector_product(reduction, free_bits, prior, shape, device, dtype):
     # forward-over-reverse: what a Hessian of a large latent is used through
-    args, ours, theirs, w = setup(reduction, free_bits, prior, dtype, shape)
+    args, ours, theirs, w = setup(reduction, free_bits, prior, shape, device, dtype)
     argnums = ARGNUMS[len(args)]
     tangents = tangents_for(theirs, w, args)
     got = func.jvp(func.grad(scalar(ours, w), argnums=argnums), args, tangents)
@@ -177,21 +171,22 @@ def stacked(args, n=3):
     """n different copies of each argument, stacked in a new dimension 0."""
     g = torch.Generator().manual_seed(11)
     return tuple(
-        a + 0.1 * torch.randn((n, *a.shape), dtype=torch.float64, generator=g).to(a.dtype)
-        for a in args
+        a + 0.1 * torch.randn((n, *a.shape), dtype=torch.float64, generator=g).to(a) for a in args
     )
 
 
-@pytest.mark.parametrize(("reduction", "free_bits", "prior", "dtype", "shape"), CASES)
-def test_vmap(reduction, free_bits, prior, dtype, shape):
-    args, ours, theirs, _ = setup(reduction, free_bits, prior, dtype, shape)
+@pytest.mark.parametrize(ARGS, CASES)
+def test_vmap(reduction, free_bits, prior, shape, device, dtype):
+    args, ours, theirs, _ = setup(reduction, free_bits, prior, shape, device, dtype)
     batch = stacked(args)
     assert_matches(func.vmap(ours)(*batch), func.vmap(theirs)(*as_reference(batch)), dtype)
 
 
-@pytest.mark.parametrize(("reduction", "free_bits", "prior", "dtype", "shape"), CASES)
-def test_per_sample_gradients_through_vmap_of_grad(reduction, free_bits, prior, dtype, shape):
-    args, ours, theirs, w = setup(reduction, free_bits, prior, dtype, shape)
+@pytest.mark.parametrize(ARGS, CASES)
+def test_per_sample_gradients_through_vmap_of_grad(
+    reduction, free_bits, prior, shape, device, dtype
+):
+    args, ours, theirs, w = setup(reduction, free_bits, prior, shape, device, dtype)
     argnums = ARGNUMS[len(args)]
     batch = stacked(args)
     got = func.vmap(func.grad(scalar(ours, w), argnums=argnums))(*batch)
@@ -199,28 +194,26 @@ def test_per_sample_gradients_through_vmap_of_grad(reduction, free_bits, prior, 
     assert_matches(got, want, dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [SMALL, LARGE])
-def test_vmap_over_one_argument_broadcasts_the_other(dtype, shape):
-    mu, log_var, _, _ = make(shape, "none")
+def test_vmap_over_one_argument_broadcasts_the_other(shape, device, dtype):
+    mu, log_var, _, _ = (t if t is None else t.to(device) for t in make(shape, "none"))
     mus = stacked((mu.to(dtype),))[0]
     got = func.vmap(lambda m: kl_divergence_normal(m, log_var.to(dtype)))(mus)
     want = func.vmap(lambda m: distributions_kl(m, log_var))(mus.double())
     assert_matches(got, want, dtype)
 
 
-def test_per_data_point_kl_through_vmap_is_the_elementwise_sum():
+def test_per_data_point_kl_through_vmap_is_the_elementwise_sum(device):
     # What a differentially private VAE computes: one KL per data point of the batch.
-    mu, log_var, _, _ = make((8, 5), "none", dtype=torch.float32)
+    mu, log_var = (t.to(device) for t in make((8, 5), "none", dtype=torch.float32)[:2])
     got = func.vmap(lambda m, lv: kl_divergence_normal(m, lv, reduction="sum"))(mu, log_var)
     want = distributions_kl(mu.double(), log_var.double(), reduction="none").sum(1)
     assert_matches(got, want, torch.float32)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [SMALL, LARGE])
-def test_functional_call_of_the_modules(dtype, shape):
-    mu, log_var, prior_mu, prior_log_var = (t.to(dtype) for t in make(shape, "both"))
+def test_functional_call_of_the_modules(shape, device, dtype):
+    mu, log_var, prior_mu, prior_log_var = (t.to(device, dtype) for t in make(shape, "both"))
     kl = KLDivergenceNormal(reduction="sum")
     got = func.grad(lambda m: func.functional_call(kl, {}, (m, log_var)))(mu)
     want = func.grad(lambda m: distributions_kl(m, log_var.double(), reduction="sum"))(mu.double())
@@ -233,12 +226,12 @@ def test_functional_call_of_the_modules(dtype, shape):
 
     # VAELoss's beta is a buffer: functional_call replaces it, and grad reaches the inputs.
     loss_fn = VAELoss("mse", beta=5.0)
-    x = torch.rand(shape[0], 6, dtype=dtype)
+    x = torch.rand(shape[0], 6, dtype=dtype, device=device)
 
     def loss(m, beta):
         return func.functional_call(loss_fn, {"_beta": beta}, (x, x, m, log_var)).loss
 
-    beta = torch.tensor(0.25, dtype=dtype)
+    beta = torch.tensor(0.25, dtype=dtype, device=device)
     got_grad = func.grad(loss)(mu, beta)
     want_grad = 0.25 * func.grad(lambda m: distributions_kl(m, log_var.double()))(mu.double())
     assert_matches(got_grad, want_grad, dtype)

@@ -25,16 +25,18 @@ NB_X = torch.tensor([[[[1.0, 2.0]]], [[[3.0, 4.0]]]])
 NB_X_HAT = torch.tensor([[[[1.5, 2.5]]], [[[2.0, 5.0]]]])
 
 
-def inputs(recon="mse", shape=(4, 3, 2, 2), latent=(4, 5), dtype=torch.float64, seed=0):
+def inputs(
+    recon="mse", shape=(4, 3, 2, 2), latent=(4, 5), dtype=torch.float64, seed=0, device="cpu"
+):
     """x_hat in the domain ``recon`` expects, a target x in [0, 1], and a posterior."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=g, dtype=dtype)
-    x_hat = torch.randn(shape, generator=g, dtype=dtype)
+    x = torch.rand(shape, generator=g, dtype=torch.float64)
+    x_hat = torch.randn(shape, generator=g, dtype=torch.float64)
     if recon == "bce":
         x_hat = torch.sigmoid(x_hat)
-    mu = torch.randn(latent, generator=g, dtype=dtype)
-    log_var = torch.randn(latent, generator=g, dtype=dtype)
-    return x_hat, x, mu, log_var
+    mu = torch.randn(latent, generator=g, dtype=torch.float64)
+    log_var = torch.randn(latent, generator=g, dtype=torch.float64)
+    return tuple(t.to(device, dtype) for t in (x_hat, x, mu, log_var))
 
 
 def f_reduce(fn, reduction, batch):
@@ -92,20 +94,26 @@ def test_the_notebook_tensors():
 
 @pytest.mark.parametrize("recon", RECONS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_loss_is_recon_plus_beta_kl_against_torch(recon, reduction):
-    x_hat, x, mu, log_var = inputs(recon)
+def test_loss_is_recon_plus_beta_kl_against_torch(recon, reduction, device, dtype):
+    x_hat, x, mu, log_var = inputs(recon, dtype=dtype, device=device)
     out = vae_loss(x_hat, x, mu, log_var, recon=recon, beta=0.37, reduction=reduction)
-    want_recon = recon_reference(x_hat, x, recon, reduction)
+    want_recon = recon_reference(x_hat.double(), x.double(), recon, reduction)
     want_kl = kl_reference(mu, log_var, reduction)
-    torch.testing.assert_close(out.recon, want_recon, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(out.kl, want_kl, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(out.loss, want_recon + 0.37 * want_kl, rtol=1e-12, atol=1e-12)
-    assert out.loss.shape == out.recon.shape == out.kl.shape == ()
+    want = VAELossOutput(want_recon + 0.37 * want_kl, want_recon, want_kl)
+    for got, expected in zip(out, want, strict=True):
+        assert (got.shape, got.dtype, got.device) == ((), dtype, device)
+        # float32 sums of 48 elements and a few transcendental functions
+        tol = (
+            {"rtol": 1e-5, "atol": 1e-6}
+            if dtype == torch.float32
+            else {"rtol": 1e-12, "atol": 1e-12}
+        )
+        torch.testing.assert_close(got.double(), expected, **tol)
 
 
 @pytest.mark.parametrize("pair", PAIRS)
-def test_a_reduction_pair_reduces_each_term_its_own_way(pair):
-    x_hat, x, mu, log_var = inputs()
+def test_a_reduction_pair_reduces_each_term_its_own_way(pair, device):
+    x_hat, x, mu, log_var = inputs(device=device)
     out = vae_loss(x_hat, x, mu, log_var, beta=2.0, reduction=pair)
     want_recon = recon_reference(x_hat, x, "mse", pair[0])
     want_kl = kl_reference(mu, log_var, pair[1])
@@ -114,13 +122,13 @@ def test_a_reduction_pair_reduces_each_term_its_own_way(pair):
     torch.testing.assert_close(out.loss, want_recon + 2.0 * want_kl)
 
 
-def test_gaussian_matches_normal_log_prob_with_a_given_variance():
-    x_hat, x, mu, log_var = inputs("gaussian")
+def test_gaussian_matches_normal_log_prob_with_a_given_variance(device):
+    x_hat, x, mu, log_var = inputs("gaussian", device=device)
     for var in (0.05, 3.0):
         out = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=var)
         nll = -Normal(x_hat, math.sqrt(var)).log_prob(x)
         torch.testing.assert_close(out.recon, nll.sum() / x.shape[0])
-    var = torch.tensor([0.2, 1.0, 4.0], dtype=torch.float64).view(3, 1, 1)  # per channel
+    var = torch.tensor([0.2, 1.0, 4.0], dtype=torch.float64, device=device).view(3, 1, 1)
     out = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=var, reduction="mean")
     nll = -Normal(x_hat, var.sqrt().expand_as(x)).log_prob(x)
     torch.testing.assert_close(out.recon, nll.mean())
@@ -166,12 +174,12 @@ def test_callable_recon_returns_an_elementwise_loss():
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_capacity_objective(reduction):
-    x_hat, x, mu, log_var = inputs()
+def test_capacity_objective(reduction, device):
+    x_hat, x, mu, log_var = inputs(device=device)
     kl = kl_reference(mu, log_var, reduction)
     recon = recon_reference(x_hat, x, "mse", reduction)
     for capacity in (0.0, 0.5 * kl.item(), 2.0 * kl.item()):
-        for c in (capacity, torch.tensor(capacity)):
+        for c in (capacity, torch.tensor(capacity, device=device)):
             out = vae_loss(x_hat, x, mu, log_var, beta=5.0, reduction=reduction, capacity=c)
             torch.testing.assert_close(out.loss, recon + 5.0 * (kl - capacity).abs())
             torch.testing.assert_close(out.kl, kl)
@@ -324,8 +332,8 @@ def hand_written(x_hat, x, mu, log_var, beta):
     return recon + beta * kl
 
 
-def test_gradients_reach_x_hat_mu_and_log_var():
-    args = [t.requires_grad_() for t in inputs()]
+def test_gradients_reach_x_hat_mu_and_log_var(device):
+    args = [t.requires_grad_() for t in inputs(device=device)]
     ref = [t.detach().clone().requires_grad_() for t in args]
     x_hat, x, mu, log_var = args
     vae_loss(x_hat, x, mu, log_var, beta=0.7).loss.backward()
@@ -338,11 +346,11 @@ def test_gradients_reach_x_hat_mu_and_log_var():
 
 
 @pytest.mark.parametrize("recon", RECONS)
-def test_gradcheck(recon):
-    x_hat, x, mu, log_var = inputs(recon, shape=(2, 3), latent=(2, 2))
+def test_gradcheck(recon, device):
+    x_hat, x, mu, log_var = inputs(recon, shape=(2, 3), latent=(2, 2), device=device)
     if recon == "bce":
         x_hat = x_hat.clamp(0.05, 0.95)
-    var = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    var = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64, device=device, requires_grad=True)
 
     def fn(a, m, lv, v):
         kw = {"recon_var": v} if recon == "gaussian" else {}
@@ -394,107 +402,165 @@ def test_type_errors():
         match=r"Argument x should be a floating-point tensor, but given dtype torch.int64",
     ):
         vae_loss(x_hat, x.long(), mu, log_var)
-    with pytest.raises(
-        TypeError, match=r"Argument recon should be a str or a callable, but given int"
-    ):
-        vae_loss(x_hat, x, mu, log_var, recon=3)  # type: ignore[arg-type]
-
-
-def test_unknown_recon_and_reduction_list_the_choices():
-    x_hat, x, mu, log_var = inputs()
-    with pytest.raises(
-        ValueError,
-        match=r"Argument recon should be one of 'mse', 'l1', 'bce', 'bce_with_logits', "
-        r"'gaussian', 'discretized_gaussian', 'discretized_logistic' or a callable, but given "
-        r"'ce'",
-    ):
-        vae_loss(x_hat, x, mu, log_var, recon="ce")
-    for bad in ("none", ("mean",), ("mean", "avg"), ["mean", "sum"]):
-        with pytest.raises(
-            ValueError,
-            match=r"Argument reduction should be one of 'batchmean', 'mean', 'sum', or a "
-            rf"\(recon, kl\) tuple of them, but given {re_escape(bad)}",
-        ):
-            vae_loss(x_hat, x, mu, log_var, reduction=bad)  # type: ignore[arg-type]
 
 
 def re_escape(value):
     return re.escape(repr(value))
 
 
-@pytest.mark.parametrize("name", ["beta", "capacity"])
-def test_weight_errors(name):
-    x_hat, x, mu, log_var = inputs()
-    for bad in (-0.5, math.inf, math.nan):
-        with pytest.raises(
-            ValueError, match=rf"Argument {name} should be a finite number >= 0, but given {bad}"
-        ):
-            vae_loss(x_hat, x, mu, log_var, **{name: bad})
-    for bad_type in (True, "0.5"):
-        with pytest.raises(
-            TypeError,
-            match=rf"Argument {name} should be a float or a tensor, but given "
-            rf"{type(bad_type).__name__}",
-        ):
-            vae_loss(x_hat, x, mu, log_var, **{name: bad_type})
-    with pytest.raises(
-        ValueError,
-        match=rf"Argument {name} should be a one-element tensor, but given {name}.shape=\(2,\)",
-    ):
-        vae_loss(x_hat, x, mu, log_var, **{name: torch.ones(2)})
-    with pytest.raises(TypeError, match=rf"Argument {name} should be a floating-point tensor"):
-        vae_loss(x_hat, x, mu, log_var, **{name: torch.tensor(1)})
+def _weight_errors(name):
+    """What beta and capacity refuse, as floats and as tensors (VAELoss refuses the same)."""
+    finite = rf"Argument {name} should be a finite number >= 0"
+    return [
+        *[
+            ({name: bad}, ValueError, rf"{finite}, but given {bad}")
+            for bad in (-0.5, math.inf, math.nan)
+        ],
+        *[
+            ({name: torch.tensor(bad, dtype=torch.float64)}, ValueError, finite)
+            for bad in (-1.0, math.nan, 1e39)
+        ],
+        *[
+            (
+                {name: bad},
+                TypeError,
+                rf"Argument {name} should be a float or a tensor, but given {type(bad).__name__}",
+            )
+            for bad in (True, "0.5")
+        ],
+        (
+            {name: torch.ones(2)},
+            ValueError,
+            rf"Argument {name} should be a one-element tensor, but given {name}.shape=\(2,\)",
+        ),
+        ({name: torch.tensor(1)}, TypeError, rf"Argument {name} should be a floating-point tensor"),
+    ]
 
 
-def test_recon_var_errors():
-    x_hat, x, mu, log_var = inputs()
-    with pytest.raises(
+RECON_VAR = (
+    r"Argument recon_var should be a number > 0, a tensor or one of 'optimal', 'optimal_channel', "
+    r"but given "
+)
+SYNC_DIST = (
+    r"Argument sync_dist should be False unless recon_var is 'optimal' or 'optimal_channel' "
+    r"\(only a batch-optimal variance is shared across processes\), but given sync_dist=True "
+    r"with recon_var="
+)
+# (settings, exception, the message it matches): every refused setting of vae_loss
+SETTING_ERRORS = [
+    ({"recon": 3}, TypeError, r"Argument recon should be a str or a callable, but given int"),
+    (
+        {"recon": "ce"},
         ValueError,
-        match=r"Argument recon_var should be None unless recon is one of 'gaussian', "
+        r"Argument recon should be one of 'mse', 'l1', 'bce', 'bce_with_logits', 'gaussian', "
+        r"'discretized_gaussian', 'discretized_logistic' or a callable, but given 'ce'",
+    ),
+    *[
+        (
+            {"reduction": bad},
+            ValueError,
+            r"Argument reduction should be one of 'batchmean', 'mean', 'sum', or a \(recon, kl\) "
+            rf"tuple of them, but given {re_escape(bad)}",
+        )
+        for bad in ("none", ("mean",), ("mean", "avg"), ["mean", "sum"])
+    ],
+    *_weight_errors("beta"),
+    *_weight_errors("capacity"),
+    (
+        {"beta": 1e300},
+        ValueError,
+        r"Argument beta should be at most 3.403e\+38, the largest float32, but given 1e\+300",
+    ),
+    (
+        {"recon_var": 2.0},
+        ValueError,
+        r"Argument recon_var should be None unless recon is one of 'gaussian', "
         r"'discretized_gaussian', 'discretized_logistic', but given recon_var=2.0 with "
         r"recon='mse'",
-    ):
-        vae_loss(x_hat, x, mu, log_var, recon_var=2.0)
-    with pytest.raises(
-        ValueError, match=r"Argument recon_var should be a finite number > 0, but given 0.0"
-    ):
-        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=0.0)
-    with pytest.raises(ValueError, match=r"Argument recon_var should be a finite number > 0"):
-        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=-1.0)
-    with pytest.raises(
+    ),
+    (
+        {"recon": "bce_with_logits", "recon_var": "optimal"},
         ValueError,
-        match=r"Argument recon_var should be a number > 0, a tensor or one of 'optimal', "
-        r"'optimal_channel', but given '1'",
-    ):
-        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="1")
-    with pytest.raises(TypeError, match=r"Argument recon_var should be a float, but given list"):
-        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=[1.0])  # type: ignore[arg-type]
-    with pytest.raises(
+        r"Argument recon_var should be None unless recon is",
+    ),
+    *[
+        (
+            {"recon": "gaussian", "recon_var": bad},
+            ValueError,
+            rf"Argument recon_var should be a finite number > 0, but given {bad}",
+        )
+        for bad in (0.0, -1.0)
+    ],
+    *[
+        (
+            {"recon": "gaussian", "recon_var": bad.double()},
+            ValueError,
+            r"Argument recon_var should be finite and > 0 everywhere, but given",
+        )
+        for bad in (torch.zeros(1), torch.tensor([1.0, -2.0, 1.0]), torch.tensor([math.nan]))
+    ],
+    *[
+        ({"recon": "gaussian", "recon_var": bad}, ValueError, RECON_VAR + f"'{bad}'")
+        for bad in ("1", "learned")
+    ],
+    (
+        {"recon": "gaussian", "recon_var": [1.0]},
+        TypeError,
+        r"Argument recon_var should be a float, but given list",
+    ),
+    (
+        {"recon": "gaussian", "recon_var": torch.ones(5)},
         ValueError,
-        match=r"Argument recon_var should broadcast to x.shape=\(4, 3, 2, 2\), but given "
+        r"Argument recon_var should broadcast to x.shape=\(4, 3, 2, 2\), but given "
         r"recon_var.shape=\(5,\)",
-    ):
-        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=torch.ones(5))
-
-
-def test_callable_must_return_x_shape():
-    x_hat, x, mu, log_var = inputs()
-    with pytest.raises(
+    ),
+    (
+        {"recon": "gaussian", "recon_var": "optimal", "sync_dist": 1},
+        TypeError,
+        r"Argument sync_dist should be a bool, but given int",
+    ),
+    *[
+        ({"recon": "gaussian", "recon_var": recon_var, "sync_dist": True}, ValueError, SYNC_DIST)
+        for recon_var in (None, 2.0, torch.ones(1))
+    ],
+    (
+        {"recon": lambda a, b: F.mse_loss(a, b)},
         ValueError,
-        match=r"Argument recon should return an elementwise loss of x.shape=\(4, 3, 2, 2\), "
+        r"Argument recon should return an elementwise loss of x.shape=\(4, 3, 2, 2\), "
         r"but given recon\(x_hat, x\).shape=\(\)",
-    ):
-        vae_loss(x_hat, x, mu, log_var, recon=lambda a, b: F.mse_loss(a, b))
-    with pytest.raises(
-        TypeError, match=r"Argument recon should return a torch.Tensor, but given float"
-    ):
-        vae_loss(x_hat, x, mu, log_var, recon=lambda a, b: 0.0)  # type: ignore[arg-type,return-value]
+    ),
+    (
+        {"recon": lambda a, b: 0.0},
+        TypeError,
+        r"Argument recon should return a torch.Tensor, but given float",
+    ),
+    *[
+        (
+            {"recon": lambda a, b, d=dtype: torch.zeros(b.shape, dtype=d)},
+            TypeError,
+            rf"Argument recon should return a real floating-point tensor, but given dtype {dtype}",
+        )
+        for dtype in (torch.complex64, torch.int64)
+    ],
+    (  # inputs()' x_hat is unbounded: logits
+        {"recon": "bce"},
+        ValueError,
+        r"Argument x_hat should hold probabilities in \[0, 1\] for recon='bce', but given "
+        r"values from .* to .*; for logits, use recon='bce_with_logits'",
+    ),
+    ({"free_bits": -1.0}, ValueError, r"Argument free_bits should be a finite number >= 0"),
+]
 
 
-def test_free_bits_and_empty_batch_errors():
+@pytest.mark.parametrize(("settings", "error", "match"), SETTING_ERRORS)
+def test_a_refused_setting_is_named_with_its_value(settings, error, match):
     x_hat, x, mu, log_var = inputs()
-    with pytest.raises(ValueError, match=r"Argument free_bits should be a finite number >= 0"):
-        vae_loss(x_hat, x, mu, log_var, free_bits=-1.0)
+    with pytest.raises(error, match=match):
+        vae_loss(x_hat, x, mu, log_var, **settings)
+
+
+def test_empty_batch_errors():
+    _, _, mu, log_var = inputs()
     empty = torch.zeros(4, 0)
     with pytest.raises(
         ValueError,
@@ -531,32 +597,6 @@ def test_convert_beta_errors():
 # ---------------------------------------------------------------- careless input
 
 
-def test_a_recon_var_tensor_of_zeros_or_negatives_is_refused_not_nan():
-    x_hat, x, mu, log_var = inputs()
-    for bad in (torch.zeros(1), torch.tensor([1.0, -2.0, 1.0]), torch.tensor([math.nan])):
-        with pytest.raises(
-            ValueError, match=r"Argument recon_var should be finite and > 0 everywhere, but given"
-        ):
-            vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=bad.double())
-
-
-@pytest.mark.parametrize("name", ["beta", "capacity"])
-def test_a_negative_or_nan_weight_tensor_is_refused_as_vaeloss_refuses_it(name):
-    x_hat, x, mu, log_var = inputs()
-    for bad in (torch.tensor(-1.0), torch.tensor(math.nan), torch.tensor(1e39)):
-        with pytest.raises(ValueError, match=rf"Argument {name} should be a finite number >= 0"):
-            vae_loss(x_hat, x, mu, log_var, **{name: bad.double()})
-
-
-def test_a_weight_beyond_float32_is_refused_by_name():
-    x_hat, x, mu, log_var = inputs()
-    with pytest.raises(
-        ValueError,
-        match=r"Argument beta should be at most 3.403e\+38, the largest float32, but given 1e\+300",
-    ):
-        vae_loss(x_hat, x, mu, log_var, beta=1e300)
-
-
 def test_a_learnable_beta_gets_its_gradient():
     x_hat, x, mu, log_var = inputs()
     beta = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
@@ -564,29 +604,6 @@ def test_a_learnable_beta_gets_its_gradient():
     out.loss.backward()
     assert beta.grad is not None
     torch.testing.assert_close(beta.grad, out.kl.detach())
-
-
-def test_a_callable_recon_returning_a_complex_or_integer_tensor_is_refused():
-    x_hat, x, mu, log_var = inputs()
-    for dtype in (torch.complex64, torch.int64):
-        with pytest.raises(
-            TypeError,
-            match=rf"Argument recon should return a real floating-point tensor, but given dtype "
-            rf"{dtype}",
-        ):
-            vae_loss(
-                x_hat, x, mu, log_var, recon=lambda a, b, d=dtype: torch.zeros(b.shape, dtype=d)
-            )
-
-
-def test_bce_given_logits_points_to_bce_with_logits():
-    x_hat, x, mu, log_var = inputs()  # x_hat is unbounded: logits
-    with pytest.raises(
-        ValueError,
-        match=r"Argument x_hat should hold probabilities in \[0, 1\] for recon='bce', but given "
-        r"values from .* to .*; for logits, use recon='bce_with_logits'",
-    ):
-        vae_loss(x_hat, x, mu, log_var, recon="bce")
 
 
 def test_inputs_on_another_device_are_refused():
@@ -617,8 +634,8 @@ def _reference_gaussian_nll(x_hat, x, log_sigma):
 
 
 @pytest.mark.parametrize("shape", [(4, 3, 2, 2), (5, 7), (3, 1, 8)])
-def test_the_optimal_variance_gives_the_closed_form(shape):
-    x_hat, x, mu, log_var = inputs("gaussian", shape=shape, latent=(shape[0], 2))
+def test_the_optimal_variance_gives_the_closed_form(shape, device):
+    x_hat, x, mu, log_var = inputs("gaussian", shape=shape, latent=(shape[0], 2), device=device)
     out = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="optimal", min_log_sigma=None)
     d = x[0].numel()
     mse = (x - x_hat).square().mean()
@@ -640,8 +657,8 @@ def test_the_soft_clip_is_the_reference_code(scale):
     assert other.recon.item() == pytest.approx(want, rel=1e-12)
 
 
-def test_the_gradient_of_the_optimal_variance_is_the_envelope_theorem():
-    x_hat, x, mu, log_var = inputs("gaussian", shape=(5, 2, 3), latent=(5, 2))
+def test_the_gradient_of_the_optimal_variance_is_the_envelope_theorem(device):
+    x_hat, x, mu, log_var = inputs("gaussian", shape=(5, 2, 3), latent=(5, 2), device=device)
     x_hat.requires_grad_()
     out = vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="optimal", min_log_sigma=None)
     (grad,) = torch.autograd.grad(out.recon, x_hat)
@@ -704,24 +721,8 @@ def test_sync_dist_without_a_process_group_uses_the_local_batch():
         assert torch.equal(got.loss, vae_loss(x_hat, x, mu, log_var, **kw).loss)
 
 
-def test_calibrated_decoder_setting_errors():
+def test_a_channel_optimal_variance_needs_a_channel_dimension():
     x_hat, x, mu, log_var = inputs("gaussian")
-    with pytest.raises(
-        ValueError,
-        match=r"Argument recon_var should be a number > 0, a tensor or one of 'optimal', "
-        r"'optimal_channel', but given 'learned'",
-    ):
-        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="learned")
-    with pytest.raises(TypeError, match=r"Argument sync_dist should be a bool, but given int"):
-        vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var="optimal", sync_dist=1)  # type: ignore[arg-type]
-    for recon_var in (None, 2.0, torch.ones(1)):
-        with pytest.raises(
-            ValueError,
-            match=r"Argument sync_dist should be False unless recon_var is 'optimal' or "
-            r"'optimal_channel' \(only a batch-optimal variance is shared across processes\), "
-            r"but given sync_dist=True with recon_var=",
-        ):
-            vae_loss(x_hat, x, mu, log_var, recon="gaussian", recon_var=recon_var, sync_dist=True)
     with pytest.raises(
         ValueError,
         match=r"Argument recon_var='optimal_channel' needs a channel dimension 1 of x, but given "
@@ -735,5 +736,3 @@ def test_calibrated_decoder_setting_errors():
             recon="gaussian",
             recon_var="optimal_channel",
         )
-    with pytest.raises(ValueError, match=r"Argument recon_var should be None unless recon is"):
-        vae_loss(x_hat, x, mu, log_var, recon="bce_with_logits", recon_var="optimal")

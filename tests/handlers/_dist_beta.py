@@ -1,16 +1,15 @@
 """Two gloo processes on the loopback drive one BetaController each with different KLs.
 
-Run as a script by tests/handlers/test_beta.py: ``python _dist_beta.py OUT_DIR PORT``. Each rank
-writes the beta its process function saw at every iteration, then the final beta, to
-``OUT_DIR/rank<r>.json``.
+Run as two ranks by tests/handlers/test_beta.py (tests/_distributed.py). Each rank saves the
+beta its process function saw at every iteration, then the final beta.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
+
+from tests._distributed import rank_main
 
 ITERATIONS = 12
 
@@ -26,7 +25,7 @@ def make_controller() -> Any:
     return PIController(2.0, kp=0.5, ki=0.05)
 
 
-def _run(local_rank: int, out_dir: str) -> None:
+def _run(out: Path) -> list[float]:
     import ignite.distributed as idist
     from ignite.engine import Engine
 
@@ -42,13 +41,8 @@ def _run(local_rank: int, out_dir: str) -> None:
     trainer = Engine(step)
     BetaController(make_controller()).attach(trainer)
     trainer.run(range(ITERATIONS), max_epochs=1)
-    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps([*seen, trainer.state.beta]))
+    return [*seen, trainer.state.beta]
 
 
 if __name__ == "__main__":
-    import ignite.distributed as idist
-
-    with idist.Parallel(
-        backend="gloo", nproc_per_node=2, master_addr="127.0.0.1", master_port=int(sys.argv[2])
-    ) as parallel:
-        parallel.run(_run, sys.argv[1])
+    rank_main(_run)

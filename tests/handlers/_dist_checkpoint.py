@@ -1,25 +1,21 @@
 """Two gloo processes checkpoint a TorchMetricsAdapter part-way through, and each loads its own.
 
-Run by tests/handlers/test_metrics.py as two processes, ``python _dist_checkpoint.py OUT_DIR``
-with the environment variables ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``
-(launching the ranks directly saves the start-up of a launcher process). Each rank feeds its
+Run as two ranks by tests/handlers/test_metrics.py (tests/_distributed.py). Each rank feeds its
 first shard to an adapter, saves ``state_dict()`` (gathered from both ranks; rank 0 writes it to
 ``OUT_DIR/checkpoint.pt``), loads that file into a fresh adapter, feeds its second shard and
-computes. It writes to ``OUT_DIR/rank<r>.pt`` its local states before the save and after the
-load, and the synced result.
+computes. It saves its local states before the save and after the load, and the synced result.
 """
 
 from __future__ import annotations
 
-import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-TIMEOUT = timedelta(seconds=60)  # a collective mismatch fails instead of hanging
+from tests._distributed import rank_main
+
 SHARDS = (((0, 2), (4,)), ((1,), (3, 5)))  # per rank: the batches before and after the save
 
 
@@ -53,7 +49,7 @@ def local_states(adapter: Any) -> dict[str, dict[str, Tensor]]:
     }
 
 
-def _run(out_dir: str) -> None:
+def _run(out: Path) -> dict[str, Any]:
     import ignite.distributed as idist
 
     rank = idist.get_rank()
@@ -64,7 +60,7 @@ def _run(out_dir: str) -> None:
         adapter.update(batches[i])
     saved = local_states(adapter)
     state = adapter.state_dict()
-    path = Path(out_dir) / "checkpoint.pt"
+    path = out / "checkpoint.pt"
     if rank == 0:
         torch.save(state, path)
     idist.barrier()
@@ -74,17 +70,8 @@ def _run(out_dir: str) -> None:
     loaded = local_states(resumed)
     for i in after:
         resumed.update(batches[i])
-    result = resumed.compute()
-    torch.save(
-        {"saved": saved, "loaded": loaded, "result": result}, Path(out_dir) / f"rank{rank}.pt"
-    )
+    return {"saved": saved, "loaded": loaded, "result": resumed.compute()}
 
 
 if __name__ == "__main__":
-    import ignite.distributed as idist
-
-    idist.initialize("gloo", timeout=TIMEOUT)
-    try:
-        _run(sys.argv[1])
-    finally:
-        idist.finalize()
+    rank_main(_run)

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,6 +19,8 @@ from ignite.handlers import Checkpoint, DiskSaver
 from ignite.handlers.state_param_scheduler import LambdaStateScheduler
 from torch import Tensor, nn
 
+from tests._beta import assert_controller_arguments_are_checked
+from tests._distributed import spawn_ranks
 from tests.handlers import _dist_beta
 from vaekit import VAELoss
 from vaekit.handlers import BetaController, BetaScheduler
@@ -307,18 +304,11 @@ def test_controller_attach_does_not_reset_a_loaded_state():
 
 
 def test_controller_errors():
-    with pytest.raises(
-        TypeError,
-        match=r"Argument controller should be a vaekit.schedules.Controller, "
-        r"but given LinearWarmup",
-    ):
-        BetaController(LinearWarmup(3))
+    assert_controller_arguments_are_checked(BetaController)
     with pytest.raises(
         TypeError, match=r"Argument output_transform should be callable, but given str"
     ):
         BetaController(PIController(1.0), output_transform="kl")
-    with pytest.raises(ValueError, match=r"Argument target should have an attribute 'gamma'"):
-        BetaController(PIController(1.0), target=VAELoss(), attr="gamma")
     trainer, _, _ = recording_trainer()
     BetaScheduler(LinearWarmup(3)).attach(trainer)
     with pytest.raises(ValueError, match=r"Attribute 'beta' already exists in the engine.state"):
@@ -385,26 +375,9 @@ def test_checkpoint_resume_gives_the_uninterrupted_sequence(make_handler, tmp_pa
 # --- two processes -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_two_gloo_ranks_agree_on_beta(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    env.setdefault("GLOO_SOCKET_IFNAME", "lo0" if sys.platform == "darwin" else "lo")  # loopback
-    script = Path(_dist_beta.__file__)
-    result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), str(free_port())],
-        env=env,
-        timeout=120,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    rank0, rank1 = spawn_ranks(Path(_dist_beta.__file__), tmp_path)
     assert rank0 == rank1
 
     controller, expected = _dist_beta.make_controller(), []

@@ -4,14 +4,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +18,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.aggregation import CatMetric, MeanMetric
 from torchmetrics.regression import MeanSquaredError
 
+from tests._distributed import spawn_ranks
 from tests.handlers import _dist_checkpoint
 from vaekit.handlers import TorchMetricsAdapter
 from vaekit.metrics import ActiveUnits, KLPerDimension, ReconKLRatio
@@ -766,49 +761,9 @@ def test_failed_load_leaves_the_members_it_checked_untouched() -> None:
     _exactly(_states(adapter), before)
 
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_two_gloo_ranks_each_restore_their_own_states(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        "WORLD_SIZE": "2",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-    }
-    env.setdefault("GLOO_SOCKET_IFNAME", "lo0" if sys.platform == "darwin" else "lo")
-    logs = [tmp_path / f"rank{rank}.log" for rank in (0, 1)]
-    procs = []
-    for rank, log in enumerate(logs):
-        with log.open("w") as stderr:  # a file, so that no rank blocks on a full pipe
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, _dist_checkpoint.__file__, str(tmp_path)],
-                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                    stderr=stderr,
-                    start_new_session=True,  # killable with whatever it spawns
-                )
-            )
-    try:
-        for proc in procs:
-            proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):  # this one had ended
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        pytest.fail("_dist_checkpoint.py hung for 120 s")
-    errors = [log.read_text()[-3000:] for log in logs]
-    assert [proc.returncode for proc in procs] == [0, 0], errors
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    ranks = spawn_ranks(Path(_dist_checkpoint.__file__), tmp_path)
 
     for rank in ranks:
         _exactly(rank["loaded"], rank["saved"])

@@ -1,18 +1,19 @@
 """Two gloo processes on the loopback, each with a BetaController fed a different KL and a
 per-epoch BetaScheduler, under Lightning's ``ddp`` strategy.
 
-Run as a script by tests/lightning/test_beta.py: ``python _dist_beta.py OUT_DIR`` with
-MASTER_ADDR and MASTER_PORT set; Lightning starts the second process itself. Each rank writes
-the beta and gamma its training steps saw, and the final beta, to ``OUT_DIR/rank<r>.json``.
+Run as two ranks by tests/lightning/test_beta.py (tests/_distributed.py): with ``LOCAL_RANK``
+set, Lightning joins the processes it is given rather than starting its own. Each rank saves the
+beta and gamma its training steps saw, and the final beta, to ``OUT_DIR/rank<r>.pt``.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
+
+import torch
 
 VALUES = [0.0, 0.5, -0.25, 1.0]  # exact in float32
 EPOCHS = 2
@@ -55,7 +56,7 @@ def _main(out_dir: str) -> None:
     )
     trainer.fit(model, train_dataloaders=Loader(VALUES))
     record = {"beta": [*model.seen, model.beta], "gamma": model.seen_gamma}
-    (Path(out_dir) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+    torch.save(record, Path(out_dir) / f"rank{trainer.global_rank}.pt")
     # Tear gloo down before exit: a process group left to the interpreter's shutdown can abort
     # in its threads' destructors ("terminate called without an active exception").
     import torch.distributed as dist

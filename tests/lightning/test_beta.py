@@ -13,13 +13,7 @@ import vaekit.handlers  # noqa: F401
 
 import csv
 import inspect
-import json
 import math
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -27,6 +21,8 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from tests._beta import assert_controller_arguments_are_checked
+from tests._distributed import spawn_ranks
 from tests.lightning import _dist_beta
 from tests.lightning._lit import Loader, Model, make_trainer, rank_kl
 from vaekit import VAELoss
@@ -349,18 +345,11 @@ def test_controller_state_is_the_controllers(tmp_path):
 
 
 def test_controller_errors():
-    with pytest.raises(
-        TypeError,
-        match=r"Argument controller should be a vaekit.schedules.Controller, "
-        r"but given LinearWarmup",
-    ):
-        BetaController(LinearWarmup(3))
+    assert_controller_arguments_are_checked(BetaController)
     with pytest.raises(
         TypeError, match=r"Argument monitor should be a str or callable, but given int"
     ):
         BetaController(PIController(1.0), monitor=0)
-    with pytest.raises(ValueError, match=r"Argument target should have an attribute 'gamma'"):
-        BetaController(PIController(1.0), target=VAELoss(), attr="gamma")
 
 
 @pytest.mark.parametrize(
@@ -479,38 +468,9 @@ def state_after(make, batches: int, root: Path) -> dict:
 # --- two processes -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_two_gloo_ranks_agree_on_beta(tmp_path):
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-    }
-    env.setdefault("GLOO_SOCKET_IFNAME", "lo0" if sys.platform == "darwin" else "lo")  # loopback
-    # Lightning starts rank 1 itself: in a session of their own, a hang kills both ranks.
-    process = subprocess.Popen(
-        [sys.executable, str(Path(_dist_beta.__file__)), str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        _, stderr = process.communicate(timeout=DIST_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        pytest.fail(f"the two ranks did not finish in {DIST_TIMEOUT_S} s")
-    assert process.returncode == 0, stderr[-3000:]
-    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    rank0, rank1 = spawn_ranks(Path(_dist_beta.__file__), tmp_path, timeout=DIST_TIMEOUT_S)
     assert rank0 == rank1
 
     controller, expected = _dist_beta.make_controller(), []

@@ -1,18 +1,19 @@
 """Two gloo processes run AggregatePosterior on uneven shards, then with one process empty.
 
-Run as a script by tests/metrics/test_aggregate_posterior.py: ``python _dist_aggregate.py OUT_DIR
-PORT``. Each rank writes to ``OUT_DIR/rank<r>.pt`` what ``compute()`` returned after each phase:
-``"shards"`` (rank 0 holds batches 0-2, rank 1 batches 3-4) and ``"rank1_none"`` (after a
-reset, rank 0 holds every batch and rank 1 none). :func:`run` computes the same in one process.
+Run as two ranks by tests/metrics/test_aggregate_posterior.py (tests/_distributed.py). Each rank
+saves what ``compute()`` returned after each phase: ``"shards"`` (rank 0 holds batches 0-2,
+rank 1 batches 3-4) and ``"rank1_none"`` (after a reset, rank 0 holds every batch and rank 1
+none). :func:`run` computes the same in one process.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from tests._distributed import rank_main
 
 SHARDS = ((0, 1, 2), (3, 4))
 SIZES = (40, 25, 33, 17, 5)
@@ -38,7 +39,7 @@ def run(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
     return metric.compute()
 
 
-def _run(local_rank: int, out_dir: str) -> None:
+def _run(out: Path) -> dict[str, Any]:
     import ignite.distributed as idist
 
     from vaekit.metrics import AggregatePosterior
@@ -56,13 +57,8 @@ def _run(local_rank: int, out_dir: str) -> None:
             metric.update(*batch)
     results["rank1_none"] = metric.compute()
     results["local_after_sync"] = len(metric.mu)  # the unsynced states are back
-    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    return results
 
 
 if __name__ == "__main__":
-    import ignite.distributed as idist
-
-    with idist.Parallel(
-        backend="gloo", nproc_per_node=2, master_addr="127.0.0.1", master_port=int(sys.argv[2])
-    ) as parallel:
-        parallel.run(_run, sys.argv[1])
+    rank_main(_run)

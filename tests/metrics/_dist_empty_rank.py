@@ -1,28 +1,27 @@
 """Two gloo processes where one of them, or both, have seen no sample.
 
-Run as a script by tests/metrics/test_distributed.py: ``python _dist_empty_rank.py OUT_DIR PORT``.
-For every scenario and latent shape, each rank writes to ``OUT_DIR/rank<r>.pt`` what
-``compute()`` (or ``forward``) returned after each phase, the synced ActiveUnits variances, its
-local states afterwards, and the ``dist_sync_fn`` calls it made. :func:`reference` computes the
+Run as two ranks by tests/metrics/test_distributed.py (tests/_distributed.py). For every scenario
+and latent shape, each rank saves what ``compute()`` (or ``forward``) returned after each phase,
+the synced ActiveUnits variances, its local states afterwards, and the ``dist_sync_fn`` calls it
+made. :func:`reference` computes the
 same values in one process over the samples of both ranks.
 """
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tests._distributed import TIMEOUT, rank_main
+
 LATENTS = {"linear": (5,), "conv": (2, 3, 2)}  # (B, D) and (B, C, H, W) posteriors
 SIZES = (6, 3, 4, 5)
-TIMEOUT = timedelta(seconds=60)  # a collective mismatch fails instead of hanging
 EMPTY = -1  # an update with a batch of 0 samples
 Shard = tuple[int, ...]  # indices into make_batches(), or EMPTY; () is no update at all
 
@@ -182,27 +181,17 @@ def reference(name: str, latent: tuple[int, ...]) -> list[dict[str, Any]]:
     return phases
 
 
-def _run(local_rank: int, out_dir: str) -> None:
+def _run(out: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
     import torch.distributed as dist
 
     rank = dist.get_rank()
     group = dist.new_group([0, 1], timeout=TIMEOUT)
-    results = {
+    return {
         (name, kind): run_rank(name, latent, rank, group)
         for name in SCENARIOS
         for kind, latent in LATENTS.items()
     }
-    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
 
 
 if __name__ == "__main__":
-    import ignite.distributed as idist
-
-    with idist.Parallel(
-        backend="gloo",
-        nproc_per_node=2,
-        master_addr="127.0.0.1",
-        master_port=int(sys.argv[2]),
-        timeout=TIMEOUT,
-    ) as parallel:
-        parallel.run(_run, sys.argv[1])
+    rank_main(_run)

@@ -1,17 +1,17 @@
 """Two gloo processes: ImportanceWeightedNLL on uneven shards, and VAELoss with a batch-optimal
 variance synced across them.
 
-Run as a script by tests/metrics/test_importance_weighted_nll.py:
-``python _dist_likelihood.py OUT_DIR PORT``. Each rank writes ``OUT_DIR/rank<r>.pt``.
+Run as two ranks by tests/metrics/test_importance_weighted_nll.py (tests/_distributed.py).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from tests._distributed import rank_main
 
 SHARDS = ((0, 1, 2), (3, 4))  # rank 0: batches 0-2, rank 1: batches 3-4
 SIZES = (5, 3, 4, 6, 1)  # data points per batch
@@ -49,7 +49,7 @@ def run_loss(x_hat: torch.Tensor, x: torch.Tensor, **settings: Any) -> dict[str,
     return results
 
 
-def _run(local_rank: int, out_dir: str) -> None:
+def _run(out: Path) -> dict[str, Any]:
     import ignite.distributed as idist
 
     from vaekit.metrics import ImportanceWeightedNLL
@@ -63,19 +63,13 @@ def _run(local_rank: int, out_dir: str) -> None:
         bits.update(weights[i])
     x_hat, x = make_batch()
     mine = SYNC_SHARDS[rank]
-    results = {
+    return {
         "nats": nats.compute(),
         "bits": bits.compute(),
         "synced": run_loss(x_hat[mine], x[mine], sync_dist=True),
         "local": run_loss(x_hat[mine], x[mine]),
     }
-    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
 
 
 if __name__ == "__main__":
-    import ignite.distributed as idist
-
-    with idist.Parallel(
-        backend="gloo", nproc_per_node=2, master_addr="127.0.0.1", master_port=int(sys.argv[2])
-    ) as parallel:
-        parallel.run(_run, sys.argv[1])
+    rank_main(_run)

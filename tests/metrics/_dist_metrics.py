@@ -1,18 +1,18 @@
 """Two gloo processes on the loopback run every vaekit metric on uneven shards of one data set.
 
-Run as a script by tests/metrics/test_distributed.py: ``python _dist_metrics.py OUT_DIR PORT``.
-Each rank writes, to ``OUT_DIR/rank<r>.pt``, what ``compute()`` returned, the synced
-ActiveUnits variances, and the ``engine.state.metrics`` of an Ignite run through
-TorchMetricsAdapter.
+Run as two ranks by tests/metrics/test_distributed.py (tests/_distributed.py). Each rank saves
+what ``compute()`` returned, the synced ActiveUnits variances, and the ``engine.state.metrics``
+of an Ignite run through TorchMetricsAdapter.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from tests._distributed import rank_main
 
 # Uneven shards: rank 0 gets batches 0-2 (23 samples), rank 1 batches 3-4 (12 samples).
 SHARDS = ((0, 1, 2), (3, 4))
@@ -73,7 +73,7 @@ def run_engine(batches: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
     return dict(engine.state.metrics)
 
 
-def _run(local_rank: int, out_dir: str) -> None:
+def _run(out: Path) -> dict[str, Any]:
     import ignite.distributed as idist
 
     rank = idist.get_rank()
@@ -81,13 +81,8 @@ def _run(local_rank: int, out_dir: str) -> None:
     mine = [data[i] for i in SHARDS[rank]]
     results = run_metrics(mine)
     results["engine"] = run_engine(mine)
-    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    return results
 
 
 if __name__ == "__main__":
-    import ignite.distributed as idist
-
-    with idist.Parallel(
-        backend="gloo", nproc_per_node=2, master_addr="127.0.0.1", master_port=int(sys.argv[2])
-    ) as parallel:
-        parallel.run(_run, sys.argv[1])
+    rank_main(_run)

@@ -16,9 +16,10 @@ import torch
 from ignite.engine import Engine
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
+from tests._distributed import spawn_ranks
 from tests.functional import _linear_gaussian as lg
 from tests.metrics import _dist_aggregate
-from tests.metrics._launch import launch
+from tests.metrics._checks import assert_posterior_updates_are_checked
 from tests.metrics._threads import ThreadWorld
 from vaekit.functional.monitors import _aggregate_posterior_draw
 from vaekit.handlers import TorchMetricsAdapter
@@ -208,22 +209,8 @@ def test_errors():
     with pytest.raises(ValueError, match=r"Argument seed should be a non-negative int"):
         AggregatePosterior(seed=-1)
     metric = AggregatePosterior()
-    with pytest.raises(TypeError, match=r"Argument mu should be a torch\.Tensor"):
-        metric.update(None, torch.zeros(2, 3))
-    with pytest.raises(
-        ValueError,
-        match=r"Arguments mu and log_var should have the same shape, "
-        r"but given mu.shape=\(2, 3\) and log_var.shape=\(2, 4\)",
-    ):
-        metric.update(torch.zeros(2, 3), torch.zeros(2, 4))
-    with pytest.raises(ValueError, match=r"Argument mu should have a batch dimension"):
-        metric.update(torch.tensor(0.0), torch.tensor(0.0))
-    metric.update(torch.zeros(2, 3), torch.zeros(2, 3))
-    with pytest.raises(
-        ValueError, match=r"Argument mu should have shape \(B, 3\) like the earlier"
-    ):
-        metric.update(torch.zeros(2, 1), torch.zeros(2, 1))
-    assert len(metric.mu) == 1  # the bad update added nothing
+    assert_posterior_updates_are_checked(metric)
+    assert len(metric.mu) == 1  # the refused updates added nothing
 
 
 def test_a_batch_that_forward_refuses_keeps_the_posteriors():
@@ -266,7 +253,7 @@ def test_any_world_gathers_in_rank_order():
 
 @pytest.mark.slow
 def test_two_gloo_ranks_compute_the_single_process_result(tmp_path: Path):
-    ranks = launch(Path(__file__).parent / "_dist_aggregate.py", tmp_path)
+    ranks = spawn_ranks(Path(__file__).parent / "_dist_aggregate.py", tmp_path)
     expected = _dist_aggregate.run(_dist_aggregate.make_batches())
     for r in ranks:
         assert_equal_results(r["shards"], expected, tol=1e-12)

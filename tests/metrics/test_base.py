@@ -187,8 +187,6 @@ def test_inputs_are_detached(case: Case) -> None:
     value = metric(*batch)
     assert not value.requires_grad
     assert not any(s.requires_grad for s in metric.metric_state.values())
-    assert metric.is_differentiable is False
-    assert metric.full_state_update is False
 
 
 def _state_dtypes(metric: _SumStateMetric) -> dict[str, torch.dtype]:

@@ -1,6 +1,6 @@
 """Two gloo processes with uneven shards compute the single-process result, on every rank.
 
-Each fixture runs a script that spawns two gloo processes (tests/metrics/_launch.py); tests read
+Each fixture runs a script that spawns two gloo processes (tests/_distributed.py); tests read
 what they saved.
 """
 
@@ -17,9 +17,9 @@ from torch import Tensor
 from torch.distributions import Normal, kl_divergence
 
 import vaekit.handlers  # noqa: F401  (imports ignite with torch.jit's deprecations filtered)
+from tests._distributed import spawn_ranks
 from tests.metrics import _dist_empty_rank as empty
 from tests.metrics._dist_metrics import make_batches, run_engine, run_metrics
-from tests.metrics._launch import launch
 from tests.metrics._threads import ThreadWorld
 from vaekit.functional.monitors import _active_units_variance
 from vaekit.metrics import ActiveUnits, KLPerDimension
@@ -30,7 +30,7 @@ FLOAT32_ROUNDING = 2**-23  # one float32 ulp, relative: float64 sums in another 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    return launch(HERE / "_dist_metrics.py", tmp_path_factory.mktemp("dist"))
+    return spawn_ranks(HERE / "_dist_metrics.py", tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def _ids(case: tuple[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def empty_rank(tmp_path_factory: pytest.TempPathFactory) -> list[dict[Any, Any]]:
-    return launch(HERE / "_dist_empty_rank.py", tmp_path_factory.mktemp("empty_rank"))
+    return spawn_ranks(HERE / "_dist_empty_rank.py", tmp_path_factory.mktemp("empty_rank"))
 
 
 def _phases(

@@ -13,8 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests._distributed import spawn_ranks
 from tests.metrics import _dist_likelihood as dist_script
-from tests.metrics._launch import launch
 from vaekit.functional import bits_per_dim
 from vaekit.metrics import ImportanceWeightedNLL
 
@@ -171,7 +171,7 @@ def test_a_batch_that_forward_refuses_keeps_the_sums():
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    return launch(HERE / "_dist_likelihood.py", tmp_path_factory.mktemp("likelihood"))
+    return spawn_ranks(HERE / "_dist_likelihood.py", tmp_path_factory.mktemp("likelihood"))
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
+from tests.metrics._checks import assert_posterior_updates_are_checked
 from vaekit.functional import kl_divergence_normal
 from vaekit.metrics import KLPerDimension
 
@@ -60,24 +61,8 @@ def test_collapsed_units_show_zero_kl() -> None:
 
 def test_errors() -> None:
     metric = KLPerDimension()
-    msg = r"Argument mu should be a torch\.Tensor, but given NoneType"
-    with pytest.raises(TypeError, match=msg):
-        metric.update(None, torch.zeros(2, 3))
-    with pytest.raises(
-        ValueError,
-        match=r"Arguments mu and log_var should have the same shape, "
-        r"but given mu.shape=\(2, 3\) and log_var.shape=\(2, 4\)",
-    ):
-        metric.update(torch.zeros(2, 3), torch.zeros(2, 4))
-    with pytest.raises(ValueError, match="Argument mu should have a batch dimension"):
-        metric.update(torch.tensor(0.0), torch.tensor(0.0))
-    metric.update(*_pair(2, 4, 3))
-    with pytest.raises(
-        ValueError,
-        match=r"Argument mu should have shape \(B, 3\) like the earlier updates, "
-        r"but given mu.shape=\(2, 1\)",
-    ):
-        metric.update(*_pair(2, 4, 1))  # would broadcast silently without the check
+    assert_posterior_updates_are_checked(metric)
+    assert metric.total.item() == 2  # the refused updates added nothing
 
 
 def test_merge_state_checks_the_latent_shape() -> None:

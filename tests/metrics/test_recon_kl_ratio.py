@@ -90,8 +90,7 @@ def test_inputs_on_another_device_are_refused_and_keep_the_sums(call: str) -> No
     assert metric.compute().item() == 3.0  # not NaN, and nothing lost
 
 
-def test_constants_and_torchmetrics_kwargs() -> None:
-    assert ReconKLRatio.higher_is_better is None
+def test_torchmetrics_keywords_reach_the_base_class() -> None:
     assert ReconKLRatio(compute_with_cache=False).compute_with_cache is False
     with pytest.raises(ValueError, match="Unexpected keyword arguments: `threshold`"):
         ReconKLRatio(threshold=0.1)

@@ -7,17 +7,21 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch._dynamo.testing import CompileCounter
 
-from vaekit import GaussianReparam, VAELoss, VAELossOutput
+from tests.nn._weights import (
+    assert_one_compile_for_every_weight,
+    assert_setter_refuses_bad_weights,
+)
+from vaekit import VAELoss, VAELossOutput
 from vaekit.functional import vae_loss
 
 
-def inputs(shape=(6, 3, 4, 4), latent=(6, 5), seed=0):
+def inputs(shape=(6, 3, 4, 4), latent=(6, 5), seed=0, device="cpu", dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(shape, generator=g)
     x_hat = torch.rand(shape, generator=g)
-    return x_hat, x, torch.randn(latent, generator=g), torch.randn(latent, generator=g)
+    mu, log_var = torch.randn(latent, generator=g), torch.randn(latent, generator=g)
+    return tuple(t.to(device, dtype) for t in (x_hat, x, mu, log_var))
 
 
 def test_the_notebook_tensors():
@@ -38,11 +42,12 @@ def test_the_notebook_tensors():
 
 @pytest.mark.parametrize("recon", ["mse", "l1", "bce", "bce_with_logits", "gaussian"])
 @pytest.mark.parametrize("reduction", ["batchmean", "mean", "sum", ("mean", "batchmean")])
-def test_module_equals_function(recon, reduction):
-    x_hat, x, mu, log_var = inputs()
+def test_module_equals_function(recon, reduction, device, dtype):
+    x_hat, x, mu, log_var = inputs(device=device, dtype=dtype)
     kw = {"recon_var": 0.3} if recon == "gaussian" else {}
-    settings = dict(beta=0.4, reduction=reduction, free_bits=0.1, capacity=2.0, **kw)
-    module = VAELoss(recon, **settings)
+    # Weights exact in float32: the buffers hold the function's weights in either dtype.
+    settings = dict(beta=0.375, reduction=reduction, free_bits=0.1, capacity=2.0, **kw)
+    module = VAELoss(recon, **settings).to(device, dtype)
     got = module(x_hat, x, mu, log_var)
     want = vae_loss(x_hat, x, mu, log_var, recon=recon, **settings)
     for a, b in zip(got, want, strict=True):
@@ -118,27 +123,20 @@ def test_setting_beta_between_forward_and_backward_keeps_the_forward_beta():
     torch.testing.assert_close(mu.grad, 2.0 * mu.detach() / 3)  # d/dmu of beta * mean_b mu^2/2
 
 
-def test_buffers_follow_to():
-    module = VAELoss(beta=0.3, capacity=2.0).to(torch.float64)
-    assert module.beta.dtype == torch.float64
+def test_buffers_follow_to(device, dtype):
+    module = VAELoss(beta=0.3, capacity=2.0).to(device, dtype)
     assert module.capacity is not None
-    assert module.capacity.dtype == torch.float64
+    for buffer in (module.beta, module.capacity):
+        assert (buffer.device, buffer.dtype) == (device, dtype)
     module.capacity = None
     module.capacity = 1.0  # re-created next to beta
-    assert module.capacity.dtype == torch.float64
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_buffers_follow_to_cuda():
-    module = VAELoss(beta=0.3, capacity=2.0).cuda()
-    assert module.beta.device.type == "cuda"
-    assert module.capacity is not None
-    assert module.capacity.device.type == "cuda"
-    module.beta = torch.tensor(-1.0, device="cuda")  # not read back: no device sync
+    assert (module.capacity.device, module.capacity.dtype) == (device, dtype)
+    module.capacity = 2.0
+    if device.type != "cpu":  # not read back, which would sync the device: not checked
+        module.beta = torch.tensor(-1.0, device=device)
     module.beta = 0.7
-    x_hat, x, mu, log_var = (t.cuda() for t in inputs())
-    got = module(x_hat, x, mu, log_var)
-    want = vae_loss(*inputs(), beta=0.7, capacity=2.0)
+    got = module(*inputs(device=device, dtype=dtype))
+    want = vae_loss(*inputs(dtype=dtype), beta=0.7, capacity=2.0)  # on the CPU
     torch.testing.assert_close(tuple(t.cpu() for t in got), tuple(want))
 
 
@@ -172,48 +170,25 @@ def test_settings_are_validated():
         r"given Tensor",
     ):
         VAELoss("gaussian", recon_var=torch.ones(1))  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        VAELoss("mse", 1.0)  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("name", ["beta", "capacity"])
-def test_setters_validate(name):
-    module = VAELoss(capacity=1.0)
-    for bad in (-1.0, math.nan, math.inf, torch.tensor(-1.0), torch.tensor(math.nan)):
-        with pytest.raises(ValueError, match=rf"Argument {name} should be a finite number >= 0"):
-            setattr(module, name, bad)
-    with pytest.raises(TypeError, match=rf"Argument {name} should be a float or a tensor"):
-        setattr(module, name, "0.5")
-    with pytest.raises(ValueError, match=rf"Argument {name} should be a one-element tensor"):
-        setattr(module, name, torch.ones(3))
-    assert getattr(module, name).item() == 1.0  # unchanged by the failed assignments
+def test_setters_validate_and_keep_the_value(name):
+    assert_setter_refuses_bad_weights(VAELoss(capacity=1.0), name, kept=1.0)
 
 
 def test_compiled_step_with_a_new_beta_every_step_compiles_once():
-    # A Python-float beta would compile twice (specialised, then dynamic); a buffer once.
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    reparam = GaussianReparam(8, 5)
     loss_fn = VAELoss(capacity=0.0)
-
-    def step(h, x_hat, x):
-        _, mu, log_var = reparam(h)
-        return loss_fn(x_hat, x, mu, log_var)
-
-    counter = CompileCounter()
-    compiled = torch.compile(step, backend=counter, fullgraph=True)
-    h = torch.randn(6, 8)
     x_hat, x, _, _ = inputs()
-    for i, beta in enumerate((0.1, 0.25, 0.7, 3.0, 0.0)):
-        loss_fn.beta = beta
-        loss_fn.capacity = 0.5 * i
-        got = compiled(h, x_hat, x)
-        _, mu, log_var = reparam(h)
-        want = vae_loss(x_hat, x, mu, log_var, beta=beta, capacity=0.5 * i)
-        torch.testing.assert_close(tuple(got), tuple(want))  # beta is read, not baked in
-    assert counter.frame_count == 1
+    assert_one_compile_for_every_weight(
+        loss_fn,
+        lambda s: loss_fn(x_hat, x, s.mu, s.log_var),
+        lambda s, **weights: vae_loss(x_hat, x, s.mu, s.log_var, **weights),
+        [{"beta": beta, "capacity": 0.5 * i} for i, beta in enumerate((0.1, 0.25, 0.7, 3.0, 0.0))],
+    )
 
 
+@pytest.mark.slow
 def test_compiled_equals_eager():
     torch._dynamo.reset()
     module = VAELoss("bce_with_logits", beta=0.5, free_bits=0.05)

@@ -12,18 +12,20 @@ from vaekit import GaussianReparam, GaussianSample
 from vaekit.functional import kl_divergence_normal
 
 
-def test_linear_head_maps_features_to_mu_and_log_var():
+def test_linear_head_maps_features_to_mu_and_log_var(device, dtype):
     torch.manual_seed(0)
-    layer = GaussianReparam(5, 3)
+    layer = GaussianReparam(5, 3).to(device, dtype)
     assert isinstance(layer.head, nn.Linear)
     assert (layer.head.in_features, layer.head.out_features) == (5, 6)
-    x = torch.randn(4, 5)
-    out = layer(x, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(4, 5, device=device, dtype=dtype)
+    out = layer(x, generator=torch.Generator(device).manual_seed(2))
     assert isinstance(out, GaussianSample)
     h = layer.head(x)
     torch.testing.assert_close(out.mu, h[:, :3])
     torch.testing.assert_close(out.log_var, h[:, 3:])
-    eps = torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
+    eps = torch.randn(
+        4, 3, generator=torch.Generator(device).manual_seed(2), device=device, dtype=dtype
+    )
     torch.testing.assert_close(out.z, out.mu + eps * torch.exp(0.5 * out.log_var))
 
 
@@ -67,58 +69,104 @@ def test_gradients_reach_the_head():
     assert layer.head.weight.grad.abs().sum() > 0
 
 
-def test_construction_errors():
-    with pytest.raises(
+# (construction arguments, exception, the whole message)
+CONSTRUCTION_ERRORS = [
+    (
+        {"in_features": 4},
         ValueError,
-        match=r"Arguments in_features and latent_dim should be given together, but given "
-        r"in_features=4 and latent_dim=None",
-    ):
-        GaussianReparam(4)
-    with pytest.raises(ValueError, match=r"Argument dim should be -1 with a linear head"):
-        GaussianReparam(4, 2, dim=1)
-    with pytest.raises(ValueError, match=r"Argument latent_dim should be a positive int"):
-        GaussianReparam(4, 0)
-    for dim in ("1", 1.0, True):
-        with pytest.raises(
-            TypeError, match=rf"^Argument dim should be an int, but given {type(dim).__name__}$"
-        ):
-            GaussianReparam(dim=dim)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"^Argument dim should be an int, but given str$"):
-        GaussianReparam(4, 2, dim="-1")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"Argument log_var_range should be a \(low, high\) pair"):
-        GaussianReparam(log_var_range=(1.0,))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"Argument log_var_range should satisfy low < high"):
-        GaussianReparam(log_var_range=(2.0, -2.0))
+        "Arguments in_features and latent_dim should be given together, but given "
+        "in_features=4 and latent_dim=None",
+    ),
+    (
+        {"in_features": 4, "latent_dim": 2, "dim": 1},
+        ValueError,
+        "Argument dim should be -1 with a linear head, which reads the last dimension, but "
+        "given dim=1",
+    ),
+    (
+        {"in_features": 4, "latent_dim": 0},
+        ValueError,
+        "Argument latent_dim should be a positive int, but given 0",
+    ),
+    *[
+        ({"dim": dim}, TypeError, f"Argument dim should be an int, but given {type(dim).__name__}")
+        for dim in ("1", 1.0, True)
+    ],
+    (
+        {"in_features": 4, "latent_dim": 2, "dim": "-1"},
+        TypeError,
+        "Argument dim should be an int, but given str",
+    ),
+    (
+        {"log_var_range": (1.0,)},
+        TypeError,
+        "Argument log_var_range should be a (low, high) pair of numbers or None, but given (1.0,)",
+    ),
+    (
+        {"log_var_range": (2.0, -2.0)},
+        ValueError,
+        "Argument log_var_range should satisfy low < high, but given (2.0, -2.0)",
+    ),
+]
 
 
-def test_call_errors():
-    layer = GaussianReparam(dim=1)
-    with pytest.raises(
+@pytest.mark.parametrize(("kwargs", "error", "message"), CONSTRUCTION_ERRORS)
+def test_construction_errors(kwargs, error, message):
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        GaussianReparam(**kwargs)
+
+
+def _at_least(dim, shape, needed):
+    message = (
+        f"Argument x should have at least {needed} dimensions to split along dim={dim}, "
+        f"but given x.shape={shape}"
+    )
+    return {"dim": dim}, (torch.zeros(shape),), ValueError, message
+
+
+# (construction arguments, call arguments, exception, the start of the message)
+CALL_ERRORS = [
+    (
+        {"dim": 1},
+        (torch.zeros(2, 5, 3),),
         ValueError,
-        match=r"Argument x should have an even size along dim=1 to split into mu and log_var, "
-        r"but given x.shape=\(2, 5, 3\)",
-    ):
-        layer(torch.zeros(2, 5, 3))
-    with pytest.raises(ValueError, match=r"Arguments mu and log_var should have the same shape"):
-        layer(torch.zeros(2, 3), torch.zeros(2, 4))
-    for dim, shape, needed in ((1, (4,), 2), (5, (2, 4), 6), (-3, (2, 4), 3)):
-        message = (
-            f"Argument x should have at least {needed} dimensions to split along dim={dim}, "
-            f"but given x.shape={shape}"
-        )
-        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-            GaussianReparam(dim=dim)(torch.zeros(shape))
-    # The edges of the range split as torch counts dimensions.
+        "Argument x should have an even size along dim=1 to split into mu and log_var, "
+        "but given x.shape=(2, 5, 3)",
+    ),
+    (
+        {"dim": 1},
+        (torch.zeros(2, 3), torch.zeros(2, 4)),
+        ValueError,
+        "Arguments mu and log_var should have the same shape",
+    ),
+    _at_least(1, (4,), 2),
+    _at_least(5, (2, 4), 6),
+    _at_least(-3, (2, 4), 3),
+    (
+        {"dim": 1},
+        (torch.zeros(2, 4, dtype=torch.long),),
+        TypeError,
+        "Argument x should be a floating-point tensor",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "args", "error", "message"), CALL_ERRORS)
+def test_call_errors(kwargs, args, error, message):
+    with pytest.raises(error, match=f"^{re.escape(message)}"):
+        GaussianReparam(**kwargs)(*args)
+
+
+def test_the_edges_of_the_dimension_range_split_as_torch_counts_dimensions():
     out = GaussianReparam(dim=-2).eval()(torch.arange(8.0).reshape(2, 4))
     assert out.mu.tolist() == [[0.0, 1.0, 2.0, 3.0]]
-    with pytest.raises(TypeError, match=r"Argument x should be a floating-point tensor"):
-        layer(torch.zeros(2, 4, dtype=torch.long))
 
 
 def test_repr():
     assert "log_var_range=(-30.0, 20.0)" in repr(GaussianReparam(3, 2))
 
 
+@pytest.mark.slow
 def test_compiled_equals_eager():
     torch._dynamo.reset()
     torch.manual_seed(0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 # isort: off
 # First: the import guard of vaekit.handlers silences torch's jit deprecations raised by ignite.
 import vaekit.handlers  # noqa: F401
@@ -13,9 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine
-from torch._dynamo.testing import CompileCounter
 
-from vaekit import BetaTCVAELoss, BetaTCVAELossOutput, GaussianReparam, VAELoss
+from tests.nn._weights import (
+    assert_one_compile_for_every_weight,
+    assert_setter_refuses_bad_weights,
+)
+from vaekit import BetaTCVAELoss, BetaTCVAELossOutput, VAELoss
 from vaekit.functional import beta_tcvae_loss
 from vaekit.handlers import BetaController, BetaScheduler
 from vaekit.nn._weights import _WeightedLoss
@@ -88,15 +89,7 @@ def test_a_weight_that_requires_grad_is_refused_not_silently_detached():
 
 @pytest.mark.parametrize("name", WEIGHTS)
 def test_setters_validate_and_keep_the_value(name):
-    module = BetaTCVAELoss(dataset_size=50, **{name: 1.5})
-    for bad in (-1.0, math.nan, math.inf, torch.tensor(-1.0)):
-        with pytest.raises(ValueError, match=rf"Argument {name} should be a finite number >= 0"):
-            setattr(module, name, bad)
-    with pytest.raises(TypeError, match=rf"Argument {name} should be a float or a tensor"):
-        setattr(module, name, "0.5")
-    with pytest.raises(ValueError, match=rf"Argument {name} should be a one-element tensor"):
-        setattr(module, name, torch.ones(3))
-    assert getattr(module, name).item() == 1.5
+    assert_setter_refuses_bad_weights(BetaTCVAELoss(dataset_size=50, **{name: 1.5}), name, kept=1.5)
 
 
 def test_settings_are_validated():
@@ -180,26 +173,11 @@ def test_a_scheduler_and_a_controller_drive_beta():
 
 
 def test_compiled_step_with_a_new_beta_every_step_compiles_once():
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    reparam = GaussianReparam(8, 4)
     loss_fn = BetaTCVAELoss(dataset_size=100)
-
-    def step(h, x_hat, x):
-        z, mu, log_var = reparam(h)
-        return loss_fn(x_hat, x, z, mu, log_var)
-
-    counter = CompileCounter()
-    compiled = torch.compile(step, backend=counter, fullgraph=True)
-    h = torch.randn(6, 8)
     x_hat, x, *_ = inputs()
-    for i, beta in enumerate((0.1, 6.0, 0.7, 3.0, 0.0)):
-        loss_fn.beta = beta
-        loss_fn.gamma = 0.5 * i
-        torch.manual_seed(i)
-        got = compiled(h, x_hat, x)
-        torch.manual_seed(i)
-        z, mu, log_var = reparam(h)
-        want = beta_tcvae_loss(x_hat, x, z, mu, log_var, dataset_size=100, beta=beta, gamma=0.5 * i)
-        torch.testing.assert_close(tuple(got), tuple(want))  # beta is read, not baked in
-    assert counter.frame_count == 1
+    assert_one_compile_for_every_weight(
+        loss_fn,
+        lambda s: loss_fn(x_hat, x, *s),
+        lambda s, **weights: beta_tcvae_loss(x_hat, x, *s, dataset_size=100, **weights),
+        [{"beta": beta, "gamma": 0.5 * i} for i, beta in enumerate((0.1, 6.0, 0.7, 3.0, 0.0))],
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch.multiprocessing.spawn import ProcessRaisedException
 from torch.optim import Optimizer
 
 from vaekit import BetaTCVAELoss, LearnedVariance, VAELoss
+from vaekit._distributed import free_port
 from vaekit.demo.checkpoints import AtomicSaver, demo_checkpoints, load_newest, remove_checkpoints
 from vaekit.demo.config import DemoConfig, build_beta
 from vaekit.demo.data import load_data
@@ -128,7 +128,7 @@ def launch(config: DemoConfig, outs: Mapping[str, Path], *, resume: bool, device
             (config, outs, resume, device),
             nproc_per_node=n,
             master_addr="127.0.0.1",
-            master_port=_free_port(),
+            master_port=free_port(),
         )
     except ProcessRaisedException as err:
         raise _run_error_of(err) or err from None
@@ -153,12 +153,6 @@ def _worker(
         train(config, schedule, out, resume=resume, device=device)
     # No process leaves (and tears down the group) while rank 0 still writes its reports.
     idist.barrier()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def train(config: DemoConfig, schedule: str, out: Path, *, resume: bool, device: str) -> None:
