@@ -47,13 +47,18 @@ class _SumStateMetric(Metric):
     is_differentiable = False
     full_state_update = False
 
-    def _add_sum(self, name: str) -> None:
-        """Register the state ``name``: a float64 sum, 0 by default, summed across processes."""
-        self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+    # The states __init__ registers, each 0 by default and summed across processes: float64
+    # sums and int64 counts, in this order.
+    _sums: tuple[str, ...] = ()
+    _counts: tuple[str, ...] = ()
 
-    def _add_count(self, name: str) -> None:
-        """Register the state ``name``: an int64 count, 0 by default, summed across processes."""
-        self.add_state(name, default=torch.tensor(0), dist_reduce_fx="sum")
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name in self._sums:
+            zero = torch.tensor(0.0, dtype=torch.float64)
+            self.add_state(name, default=zero, dist_reduce_fx="sum")
+        for name in self._counts:
+            self.add_state(name, default=torch.tensor(0), dist_reduce_fx="sum")
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Add a batch and return the result over that batch alone, as torchmetrics' forward.

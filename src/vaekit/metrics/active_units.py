@@ -122,6 +122,7 @@ class ActiveUnits(_SumStateMetric):
     higher_is_better = True
     plot_lower_bound = 0.0
 
+    _sums, _counts = ("sum_mu", "sum_mu_sq"), ("total",)
     total: Tensor
     sum_mu: Tensor
     sum_mu_sq: Tensor
@@ -138,9 +139,6 @@ class ActiveUnits(_SumStateMetric):
                 f"Argument nan_strategy should be one of {choices}, but given {nan_strategy!r}"
             )
         self.nan_strategy = nan_strategy
-        self._add_count("total")
-        self._add_sum("sum_mu")
-        self._add_sum("sum_mu_sq")
         # -inf marks "no shift yet"; "max" keeps the one shift all copies share once one is set.
         shift = torch.tensor(-math.inf, dtype=torch.float64)
         self.add_state("shift", default=shift, dist_reduce_fx="max")

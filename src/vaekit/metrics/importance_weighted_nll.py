@@ -73,6 +73,7 @@ class ImportanceWeightedNLL(_SumStateMetric):
     higher_is_better = False
     plot_lower_bound = None
 
+    _sums, _counts = ("nll_sum",), ("total",)
     nll_sum: Tensor
     total: Tensor
 
@@ -104,8 +105,6 @@ class ImportanceWeightedNLL(_SumStateMetric):
         self.num_dims = None if num_dims is None else check_int("num_dims", num_dims, low=1)
         self.num_bins = None if num_bins is None else check_int("num_bins", num_bins, low=2)
         self.data_range = check_data_range(data_range)
-        self._add_sum("nll_sum")
-        self._add_count("total")
 
     def update(self, log_weights: Tensor) -> None:
         """Add the ``(K, B)`` log importance weights of a batch."""

@@ -72,13 +72,12 @@ class KLPerDimension(_SumStateMetric):
     higher_is_better = None
     plot_lower_bound = 0.0
 
+    _sums, _counts = ("kl_sum",), ("total",)
     kl_sum: Tensor
     total: Tensor
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._add_sum("kl_sum")
-        self._add_count("total")
         self._latent_shape: tuple[int, ...] | None = None
 
     def update(self, mu: Tensor, log_var: Tensor) -> None:

@@ -54,13 +54,9 @@ class ReconKLRatio(_SumStateMetric):
 
     higher_is_better = None
 
+    _sums = ("recon_sum", "kl_sum")
     recon_sum: Tensor
     kl_sum: Tensor
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._add_sum("recon_sum")
-        self._add_sum("kl_sum")
 
     def update(self, recon: Tensor, kl: Tensor) -> None:
         """Add a batch of reconstruction losses and the KL terms that go with them."""
