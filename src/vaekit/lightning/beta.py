@@ -40,7 +40,7 @@ class _BetaCallback(pl.Callback):
 
     @property
     def state_key(self) -> str:
-        """The key of this callback's state in a checkpoint: the class, ``attr`` and
+        """The key of this callback's state in a checkpoint, made of the class, ``attr`` and
         ``log_name``, so that two callbacks that set different attributes keep their own."""
         return f"{type(self).__qualname__}{{'attr': {self.attr!r}, 'log_name': {self.log_name!r}}}"
 

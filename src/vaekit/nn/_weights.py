@@ -9,7 +9,7 @@ of ``state_dict`` (the schedule that sets it owns that state).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +19,7 @@ from vaekit._checks import check_weight
 __all__: list[str] = []
 
 _Module = TypeVar("_Module", bound="_WeightedLoss")
+_BUFFER = "a 0-dimensional buffer, set with a number or a tensor."
 
 
 class _WeightedLoss(nn.Module):
@@ -26,7 +27,7 @@ class _WeightedLoss(nn.Module):
 
     A subclass names, in ``_functional``, the function that learns a weight which requires
     grad; it registers each weight once with :meth:`_add_weight` and exposes it through a
-    property whose setter calls :meth:`_set_weight`. A module-wide cast (``.half()``,
+    :func:`weight` property. A module-wide cast (``.half()``,
     ``.to(torch.bfloat16)``) does not round the weights: they keep at least float32 and follow
     the device.
     """
@@ -80,6 +81,19 @@ class _WeightedLoss(nn.Module):
                 dtype = torch.promote_types(before.dtype, after.dtype)
                 self._buffers[key] = before.to(device=after.device, dtype=dtype)
         return self
+
+
+def weight(name: str, doc: str) -> Any:
+    """The property ``name`` of a :class:`_WeightedLoss`: it reads the buffer ``_<name>`` and
+    sets it, checked, in place."""
+
+    def get(self: _WeightedLoss) -> Tensor:
+        return cast(Tensor, self._buffers[f"_{name}"])
+
+    def set_(self: _WeightedLoss, value: float | Tensor) -> None:
+        self._set_weight(name, value)
+
+    return property(get, set_, doc=doc)
 
 
 def _short(value: Tensor | None) -> float | str | None:

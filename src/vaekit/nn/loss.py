@@ -16,7 +16,7 @@ from vaekit.functional._recon import (
     check_takes_variance,
 )
 from vaekit.functional.loss import VAELossOutput, _vae_loss
-from vaekit.nn._weights import _short, _WeightedLoss
+from vaekit.nn._weights import _BUFFER, _short, _WeightedLoss, weight
 from vaekit.nn.variance import LearnedVariance
 
 __all__ = ["VAELoss"]
@@ -126,18 +126,11 @@ class VAELoss(_WeightedLoss):
         self._add_weight("beta", beta)
         self._add_weight("capacity", capacity, optional=True)
 
-    @property
-    def beta(self) -> Tensor:
-        """Weight of the KL term: a 0-dimensional buffer, set with a number or a tensor."""
-        return self._beta
-
-    @beta.setter
-    def beta(self, value: float | Tensor) -> None:
-        self._set_weight("beta", value)
+    beta = weight("beta", "Weight of the KL term, " + _BUFFER)
 
     @property
     def capacity(self) -> Tensor | None:
-        """Target KL of the capacity objective: a 0-dimensional buffer, or ``None``."""
+        """Target KL of the capacity objective, a 0-dimensional buffer, or ``None``."""
         return self._capacity
 
     @capacity.setter

@@ -13,7 +13,7 @@ from vaekit.functional.decomposition import (
     check_estimator,
 )
 from vaekit.functional.loss import ReconFn, check_recon
-from vaekit.nn._weights import _short, _WeightedLoss
+from vaekit.nn._weights import _BUFFER, _short, _WeightedLoss, weight
 
 __all__ = ["BetaTCVAELoss"]
 
@@ -100,35 +100,9 @@ class BetaTCVAELoss(_WeightedLoss):
         self._add_weight("beta", beta)
         self._add_weight("gamma", gamma)
 
-    @property
-    def alpha(self) -> Tensor:
-        """Weight of the mutual information: a 0-dimensional buffer, set with a number or a
-        tensor."""
-        return self._alpha
-
-    @alpha.setter
-    def alpha(self, value: float | Tensor) -> None:
-        self._set_weight("alpha", value)
-
-    @property
-    def beta(self) -> Tensor:
-        """Weight of the total correlation: a 0-dimensional buffer, set with a number or a
-        tensor."""
-        return self._beta
-
-    @beta.setter
-    def beta(self, value: float | Tensor) -> None:
-        self._set_weight("beta", value)
-
-    @property
-    def gamma(self) -> Tensor:
-        """Weight of the dimension-wise KL: a 0-dimensional buffer, set with a number or a
-        tensor."""
-        return self._gamma
-
-    @gamma.setter
-    def gamma(self, value: float | Tensor) -> None:
-        self._set_weight("gamma", value)
+    alpha = weight("alpha", "Weight of the mutual information, " + _BUFFER)
+    beta = weight("beta", "Weight of the total correlation, " + _BUFFER)
+    gamma = weight("gamma", "Weight of the dimension-wise KL, " + _BUFFER)
 
     def forward(
         self, x_hat: Tensor, x: Tensor, z: Tensor, mu: Tensor, log_var: Tensor
