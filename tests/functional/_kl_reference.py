@@ -8,7 +8,7 @@ from torch.distributions import Normal, kl_divergence
 REDUCTIONS = ["none", "sum", "mean", "batchmean"]
 PRIORS = ["none", "mu", "log_var", "both", "per_row"]
 # Both sides of the sizes at which the fused path's work changes: a few elements, and a
-# float32 latent of 300,000 elements (the fused sum goes through a float64 buffer of 65,536).
+# float32 latent of 300,000 elements (the fused sum goes through a float32 buffer of 65,536).
 SMALL, LARGE = (4, 3), (3, 100_000)
 
 

@@ -236,3 +236,42 @@ def test_functional_call_of_the_modules(shape, device, dtype):
     want_grad = 0.25 * func.grad(lambda m: distributions_kl(m, log_var.double()))(mu.double())
     assert_matches(got_grad, want_grad, dtype)
     assert loss_fn.beta.item() == 5.0
+
+
+@pytest.mark.parametrize("spread", [1.0, 1e-3], ids=["float32-sum", "near-the-prior"])
+def test_both_branches_of_the_large_sum_under_every_autograd_mode(spread):
+    # Random inputs take the float32-exponential sum; inputs near the prior fail its accuracy
+    # condition and are summed elementwise in float64. Each mode is checked relative to the
+    # float64 reference, without an absolute tolerance that the tiny values near the prior
+    # would fall under.
+    g = torch.Generator().manual_seed(3)
+    mu, log_var = (spread * torch.randn(LARGE, generator=g) for _ in range(2))
+    t_mu, t_lv = (torch.rand(LARGE, generator=g) for _ in range(2))
+    tangents = (t_mu * mu.sign(), t_lv * log_var.sign())  # non-negative terms in the jvp
+
+    def ours(m, lv):
+        return kl_divergence_normal(m, lv, reduction="sum")
+
+    def theirs(m, lv):
+        return distributions_kl(m, lv, reduction="sum")
+
+    ref = (mu.double(), log_var.double())
+    ref_tangents = tuple(t.double() for t in tangents)
+
+    def close(got, want):
+        torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=0.0)
+
+    close(ours(mu, log_var), theirs(*ref))
+    for got, want in zip(
+        func.grad(ours, argnums=(0, 1))(mu, log_var),
+        func.grad(theirs, argnums=(0, 1))(*ref),
+        strict=True,
+    ):
+        close(got, want)
+    close(func.jvp(ours, (mu, log_var), tangents)[1], func.jvp(theirs, ref, ref_tangents)[1])
+    with fwAD.dual_level():
+        duals = (fwAD.make_dual(mu, tangents[0]), fwAD.make_dual(log_var, tangents[1]))
+        tangent = fwAD.unpack_dual(ours(*duals)).tangent
+    close(tangent, func.jvp(theirs, ref, ref_tangents)[1])
+    per_sample = func.vmap(ours)(mu, log_var)
+    close(per_sample, func.vmap(theirs)(*ref))
